@@ -1,0 +1,179 @@
+"""Darknet ``.cfg`` text -> sections of options, by darknet's rules (``src/parser.c`` read_cfg,
+``src/option_list.c``), plus what darknet chokes on.
+
+Darknet's rules: a line is stripped of all whitespace; ``[name]`` opens a section; an empty line or one
+starting with ``#`` or ``;`` is a comment; anything else is ``key=value``; for a duplicated key the first
+one wins (option_find walks the list from the front). We also accept CRLF endings, a UTF-8 BOM, no final
+newline and an inline ``# comment`` after a value, which darknet mis-reads. Values stay strings here; the
+typed getters (``Section.get_int`` ...) convert them with darknet's defaults and report bad values with
+``file:line``. Keys that no getter asked for are reported by ``Section.warn_unused``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+
+from .errors import DarknetError, DarknetWarning
+
+#: Section name as written (lower-cased) -> canonical kind. Darknet's own aliases (string_to_layer_type).
+SECTION_ALIASES = {
+    "net": "net", "network": "net",
+    "convolutional": "convolutional", "conv": "convolutional",
+    "maxpool": "maxpool", "max": "maxpool",
+    "avgpool": "avgpool", "avg": "avgpool",
+    "connected": "connected", "conn": "connected",
+    "dropout": "dropout",
+    "softmax": "softmax", "soft": "softmax",
+    "cost": "cost",
+    "crop": "crop",
+    "route": "route",
+    "shortcut": "shortcut",
+    "batchnorm": "batchnorm",
+}
+
+_WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
+
+
+@dataclass
+class Section:
+    """One ``[kind]`` block: its options (key -> (value, line)) in file order, first occurrence kept."""
+
+    kind: str
+    lineno: int
+    path: str
+    options: dict[str, tuple[str, int]] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+
+    # -- typed getters with darknet's defaults -------------------------------------------------------
+    def has(self, key: str) -> bool:
+        return key in self.options
+
+    def error(self, problem: str, key: str | None = None) -> DarknetError:
+        line = self.options[key][1] if key in self.options else self.lineno
+        return DarknetError(problem, self.path, line=line)
+
+    def get_str(self, key: str, default: str | None = None) -> str | None:
+        self.used.add(key)
+        if key not in self.options:
+            return default
+        return self.options[key][0]
+
+    def get_int(self, key: str, default: int | None = None) -> int | None:
+        raw = self.get_str(key)
+        if raw is None:
+            return default
+        try:
+            return int(raw, 10)
+        except ValueError:
+            raise self.error(f"[{self.kind}] {key}={raw!r}: expected an integer", key) from None
+
+    def get_float(self, key: str, default: float | None = None) -> float | None:
+        raw = self.get_str(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise self.error(f"[{self.kind}] {key}={raw!r}: expected a number", key) from None
+        if not math.isfinite(value):
+            raise self.error(f"[{self.kind}] {key}={raw!r}: expected a finite number", key)
+        return value
+
+    def get_bool(self, key: str, default: bool = False) -> bool:
+        return bool(self.get_int(key, int(default)))
+
+    def get_int_list(self, key: str) -> list[int] | None:
+        raw = self.get_str(key)
+        if raw is None:
+            return None
+        try:
+            return [int(v, 10) for v in raw.split(",")]
+        except ValueError:
+            raise self.error(f"[{self.kind}] {key}={raw!r}: expected comma-separated integers", key) from None
+
+    def get_float_list(self, key: str) -> list[float] | None:
+        raw = self.get_str(key)
+        if raw is None:
+            return None
+        try:
+            values = [float(v) for v in raw.split(",")]
+        except ValueError:
+            raise self.error(f"[{self.kind}] {key}={raw!r}: expected comma-separated numbers", key) from None
+        if not all(math.isfinite(v) for v in values):
+            raise self.error(f"[{self.kind}] {key}={raw!r}: expected finite numbers", key)
+        return values
+
+    def warn_unused(self) -> None:
+        """Warn, with file:line, for every key no getter read (darknet's option_unused)."""
+        for key, (value, line) in self.options.items():
+            if key not in self.used:
+                warnings.warn(DarknetWarning(f"{self.path}:{line}: unused key '{key}={value}' in [{self.kind}]"),
+                              stacklevel=2)
+
+
+def parse_cfg(text: str, path: str = "<cfg>") -> list[Section]:
+    """Split cfg text into sections. Raises DarknetError (with file:line) for lines darknet cannot read."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    sections: list[Section] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.translate(_WHITESPACE)
+        if not line or line[0] in "#;":
+            continue
+        if "#" in line:  # inline comment after a value (darknet would keep it in the value)
+            line = line[: line.index("#")]
+        if line[0] == "[":
+            if not line.endswith("]") or len(line) < 3:
+                raise DarknetError(f"malformed section header {raw.strip()!r}", path, line=lineno)
+            name = line[1:-1].lower()
+            if name not in SECTION_ALIASES:
+                raise DarknetError(f"unknown section [{name}]", path, line=lineno)
+            sections.append(Section(SECTION_ALIASES[name], lineno, path))
+            continue
+        if "=" not in line:
+            raise DarknetError(f"expected 'key=value' or '[section]', got {raw.strip()!r}", path, line=lineno)
+        if not sections:
+            raise DarknetError(f"option {raw.strip()!r} before the first [section]", path, line=lineno)
+        key, value = line.split("=", 1)
+        if not key:
+            raise DarknetError(f"option with no key: {raw.strip()!r}", path, line=lineno)
+        section = sections[-1]
+        if key in section.options:
+            first = section.options[key][1]
+            warnings.warn(DarknetWarning(
+                f"{path}:{lineno}: duplicate key '{key}' in [{section.kind}]; the first one (line {first}) wins"),
+                stacklevel=2)
+            continue
+        section.options[key] = (value, lineno)
+    if not sections or sections[0].kind != "net":
+        where = sections[0].lineno if sections else None
+        raise DarknetError("the first section must be [net] or [network]", path, line=where)
+    for s in sections[1:]:
+        if s.kind == "net":
+            raise DarknetError("a second [net] section", path, line=s.lineno)
+    return sections
+
+
+def read_cfg(path: str | os.PathLike) -> list[Section]:
+    """Read and split a cfg file. Every failure is a DarknetError naming the file."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DarknetError("no such cfg file", path) from None
+    except IsADirectoryError:
+        raise DarknetError("is a directory, not a cfg file", path) from None
+    except OSError as e:
+        raise DarknetError(f"cannot read cfg: {e.strerror}", path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DarknetError("not a text cfg file (invalid UTF-8)", path, line=line) from None
+    if "\x00" in text:
+        raise DarknetError("not a text cfg file (contains NUL bytes)", path,
+                           line=text[: text.index("\x00")].count("\n") + 1)
+    return parse_cfg(text, path)

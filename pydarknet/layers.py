@@ -1,0 +1,324 @@
+"""One small ``nn.Module`` per darknet layer kind, the activation table, and darknet's numeric rules.
+
+Every layer is called the same way, ``layer(x, cache)``, where ``cache`` holds the outputs of earlier layers
+that a route or shortcut needs. Where darknet's arithmetic differs from PyTorch's defaults it lives in one
+named function with a NOTE citing the C function it matches.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import specs as S
+
+# ---------------------------------------------------------------------------------------------------------
+# darknet numerics
+
+
+BN_EPSILON = 0.000001
+
+
+def darknet_batchnorm(x: Tensor, mean: Tensor, var: Tensor, scales: Tensor) -> Tensor:
+    """Inference batch normalisation, without the bias (added after, as darknet does).
+
+    NOTE: matches normalize_cpu + scale_bias (src/blas.c, src/batchnorm_layer.c): darknet divides by
+    ``sqrt(var) + .000001``, not PyTorch's ``sqrt(var + eps)``.
+    """
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    inv = scales / (var.sqrt() + BN_EPSILON)
+    return (x - mean.view(shape)) * inv.view(shape)
+
+
+def batchnorm_fold(weight: Tensor, bias: Tensor, scales: Tensor, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """Fold darknet's batchnorm (see ``darknet_batchnorm``) into the preceding linear map's weight and bias."""
+    inv = scales / (var.sqrt() + BN_EPSILON)
+    w = weight * inv.view((-1,) + (1,) * (weight.dim() - 1))
+    return w, bias - mean * inv
+
+
+def darknet_batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel batch mean and variance for training.
+
+    NOTE: matches mean_cpu / variance_cpu (src/blas.c): the variance divides by ``batch*spatial - 1``.
+    """
+    dims = [0] + list(range(2, x.dim()))
+    return x.mean(dims), x.var(dims, unbiased=True)
+
+
+def maxpool_darknet(x: Tensor, size: int, stride: int, padding: int) -> Tensor:
+    """Max pooling as darknet does it.
+
+    NOTE: matches forward_maxpool_layer (src/maxpool_layer.c): the window starts at ``-padding/2`` (integer
+    division), cells outside the image never win, and the output is ``(w + padding - size)/stride + 1``
+    wide. Padding is ``size-1`` by default, so a 2x2/2 pool of an odd width keeps the last column.
+    """
+    h, w = x.shape[-2:]
+    oh = (h + padding - size) // stride + 1
+    ow = (w + padding - size) // stride + 1
+    lead = padding // 2
+    right = (ow - 1) * stride + size - w - lead
+    bottom = (oh - 1) * stride + size - h - lead
+    if lead or right > 0 or bottom > 0:
+        x = F.pad(x, (lead, max(right, 0), lead, max(bottom, 0)), value=-math.inf)
+    return F.max_pool2d(x, size, stride)
+
+
+def shortcut_darknet(out: Tensor, add: Tensor, alpha: float, beta: float) -> Tensor:
+    """``alpha*out + beta*add`` over the overlap of two maps of different size and depth.
+
+    NOTE: matches shortcut_cpu (src/blas.c): the larger map is sampled with a stride (w1/w2), the
+    smaller is written with a stride (w2/w1), and only the first min(c1, c2) channels are added; the rest
+    of ``out`` passes through.
+    """
+    if out.shape == add.shape:
+        return alpha * out + beta * add if (alpha, beta) != (1.0, 1.0) else out + add
+    c2, h2, w2 = out.shape[1:]
+    c1, h1, w1 = add.shape[1:]
+    stride, sample = max(w1 // w2, 1), max(w2 // w1, 1)
+    minc, minh, minw = min(c1, c2), min(h1, h2), min(w1, w2)
+    src = add[:, :minc, : minh * stride : stride, : minw * stride : stride]
+    out = out.clone()
+    dst = out[:, :minc, : minh * sample : sample, : minw * sample : sample]
+    dst.mul_(alpha).add_(src, alpha=beta) if beta != 1.0 else dst.mul_(alpha).add_(src)
+    return out
+
+
+def softmax_darknet(x: Tensor, groups: int, temperature: float) -> Tensor:
+    """Softmax over each of ``groups`` equal, contiguous slices of the flattened input.
+
+    NOTE: matches softmax_cpu / softmax (src/blas.c): inputs divided by the temperature.
+    """
+    n = x.shape[0]
+    flat = x.reshape(n, groups, -1)
+    if temperature != 1.0:
+        flat = flat / temperature
+    return torch.softmax(flat, dim=-1).reshape(n, -1, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# activations (src/activations.h; relu6, swish, mish from AlexeyAB's fork)
+
+
+def _stair(x: Tensor) -> Tensor:
+    n = torch.floor(x)
+    half = torch.floor(x / 2)
+    return torch.where(torch.remainder(n, 2) == 0, half, (x - n) + half)
+
+
+def _mish(x: Tensor) -> Tensor:
+    # NOTE: AlexeyAB's softplus has a threshold of 20 (softplus_activate), as PyTorch's default.
+    return x * torch.tanh(F.softplus(x, threshold=20.0))
+
+
+ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "linear": lambda x: x,
+    "logistic": torch.sigmoid,
+    "loggy": lambda x: 2.0 * torch.sigmoid(x) - 1.0,
+    "relu": F.relu,
+    "elu": lambda x: torch.where(x >= 0, x, torch.expm1(x)),
+    "selu": lambda x: torch.where(x >= 0, 1.0507 * x, 1.0507 * 1.6732 * torch.expm1(x)),
+    "relie": lambda x: torch.where(x > 0, x, 0.01 * x),
+    "ramp": lambda x: F.relu(x) + 0.1 * x,
+    "leaky": lambda x: F.leaky_relu(x, 0.1),  # NOTE: leaky_activate uses slope .1, not PyTorch's .01
+    "tanh": torch.tanh,
+    "plse": lambda x: torch.where(x < -4, 0.01 * (x + 4), torch.where(x > 4, 0.01 * (x - 4) + 1, 0.125 * x + 0.5)),
+    "hardtan": lambda x: torch.clamp(x, -1.0, 1.0),
+    "lhtan": lambda x: torch.where(x < 0, 0.001 * x, torch.where(x > 1, 0.001 * (x - 1) + 1, x)),
+    "stair": _stair,
+    "relu6": lambda x: torch.clamp(x, 0.0, 6.0),
+    "swish": lambda x: x * torch.sigmoid(x),
+    "mish": _mish,
+}
+assert set(ACTIVATION_FUNCTIONS) == set(S.ACTIVATIONS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# layers
+
+
+class Layer(nn.Module):
+    """Base: holds its spec; ``forward(x, cache)``; parameters named as darknet's (biases, scales, ...)."""
+
+    def __init__(self, spec: S.LayerSpec):
+        super().__init__()
+        self.spec = spec
+
+    def darknet_params(self) -> dict[str, Tensor]:
+        """The tensors of ``spec.layout()``, by name, in file order."""
+        return {name: getattr(self, name) for name, _ in self.spec.layout()}
+
+    def extra_repr(self) -> str:
+        return self.spec.table_line().strip()
+
+
+class _BatchNormMixin:
+    """Darknet batchnorm state on a layer: scales (learned), biases, rolling mean/variance (buffers)."""
+
+    def _init_bn(self, n: int) -> None:
+        self.scales = nn.Parameter(torch.ones(n))
+        self.register_buffer("rolling_mean", torch.zeros(n))
+        self.register_buffer("rolling_variance", torch.ones(n))
+
+    def _bn(self, x: Tensor) -> Tensor:
+        if self.training:
+            # NOTE: forward_batchnorm_layer (src/batchnorm_layer.c), training: batch statistics, rolling
+            # averages updated with .99/.01.
+            mean, var = darknet_batch_stats(x)
+            with torch.no_grad():
+                self.rolling_mean.mul_(0.99).add_(0.01 * mean.detach())
+                self.rolling_variance.mul_(0.99).add_(0.01 * var.detach())
+            return darknet_batchnorm(x, mean, var, self.scales)
+        return darknet_batchnorm(x, self.rolling_mean, self.rolling_variance, self.scales)
+
+
+def _bias_view(b: Tensor, dim: int) -> Tensor:
+    return b.view((1, -1) + (1,) * (dim - 2))
+
+
+class Convolutional(_BatchNormMixin, Layer):
+    def __init__(self, spec: S.Convolutional):
+        super().__init__(spec)
+        n, c = spec.filters, spec.inp[0]
+        self.weights = nn.Parameter(torch.empty(n, c // spec.groups, spec.size, spec.size))
+        # darknet's init (make_convolutional_layer): uniform scaled by sqrt(2/(size*size*c/groups))
+        scale = math.sqrt(2.0 / (spec.size * spec.size * c / spec.groups))
+        nn.init.uniform_(self.weights, -scale, scale)
+        self.biases = nn.Parameter(torch.zeros(n))
+        if spec.batch_normalize:
+            self._init_bn(n)
+        self.act = ACTIVATION_FUNCTIONS[spec.activation]
+        self._fused: tuple[Tensor, Tensor] | None = None
+
+    def fuse(self) -> None:
+        """Precompute the batchnorm-folded kernel for inference (used only in eval mode)."""
+        with torch.no_grad():
+            if self.spec.batch_normalize:
+                w, b = batchnorm_fold(self.weights, self.biases, self.scales, self.rolling_mean,
+                                      self.rolling_variance)
+            else:
+                w, b = self.weights.clone(), self.biases.clone()
+        self._fused = (w.contiguous(), b.contiguous())
+
+    def unfuse(self) -> None:
+        self._fused = None
+
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        s = self.spec
+        if self._fused is not None and not self.training:
+            w, b = self._fused
+            return self.act(F.conv2d(x, w, b, s.stride, s.padding, 1, s.groups))
+        y = F.conv2d(x, self.weights, None, s.stride, s.padding, 1, s.groups)
+        if s.batch_normalize:
+            y = self._bn(y)
+        return self.act(y + _bias_view(self.biases, 4))
+
+
+class Connected(_BatchNormMixin, Layer):
+    def __init__(self, spec: S.Connected):
+        super().__init__(spec)
+        n = spec.output
+        self.weights = nn.Parameter(torch.empty(n, spec.inputs))
+        scale = math.sqrt(2.0 / spec.inputs)  # make_connected_layer
+        nn.init.uniform_(self.weights, -scale, scale)
+        self.biases = nn.Parameter(torch.zeros(n))
+        if spec.batch_normalize:
+            self._init_bn(n)
+        self.act = ACTIVATION_FUNCTIONS[spec.activation]
+
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        y = F.linear(x.reshape(x.shape[0], -1), self.weights)  # CHW flattening = darknet's memory order
+        if self.spec.batch_normalize:
+            y = self._bn(y)
+        return self.act(y + self.biases).reshape(x.shape[0], -1, 1, 1)
+
+
+class Batchnorm(_BatchNormMixin, Layer):
+    def __init__(self, spec: S.Batchnorm):
+        super().__init__(spec)
+        self._init_bn(spec.out[0])
+        # darknet's batchnorm layer has biases that it never loads or saves (always 0 in a loaded net)
+        self.register_buffer("biases", torch.zeros(spec.out[0]))
+
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        return self._bn(x) + _bias_view(self.biases, x.dim())
+
+
+class Maxpool(Layer):
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        s = self.spec
+        return maxpool_darknet(x, s.size, s.stride, s.padding)
+
+
+class Avgpool(Layer):
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)  # forward_avgpool_layer: global average
+
+
+class Dropout(Layer):
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        # forward_dropout_layer: identity at test time; training scales kept units by 1/(1-p)
+        return F.dropout(x, self.spec.probability, self.training)
+
+
+class Softmax(Layer):
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        return softmax_darknet(x, self.spec.groups, self.spec.temperature)
+
+
+class Cost(Layer):
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        return x  # the loss is computed by the trainer; the network's output is the layer before
+
+
+class Crop(Layer):
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        """NOTE: matches forward_crop_layer (src/crop_layer.c): a centred crop at test time (random offset
+        and flip when training), values mapped to ``2x - 1`` unless ``noadjust``."""
+        s = self.spec
+        h, w = x.shape[-2:]
+        if self.training:
+            dh = int(torch.randint(0, h - s.crop_height + 1, ()))
+            dw = int(torch.randint(0, w - s.crop_width + 1, ()))
+        else:
+            dh, dw = (h - s.crop_height) // 2, (w - s.crop_width) // 2
+        y = x[:, :, dh: dh + s.crop_height, dw: dw + s.crop_width]
+        if self.training and s.flip and bool(torch.randint(0, 2, ())):
+            y = y.flip(-1)
+        return y if s.noadjust else y * 2.0 - 1.0
+
+
+class Route(Layer):
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        parts = [cache[i] for i in self.spec.layers]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+class Shortcut(Layer):
+    def __init__(self, spec: S.Shortcut):
+        super().__init__(spec)
+        self.act = ACTIVATION_FUNCTIONS[spec.activation]
+
+    def forward(self, x: Tensor, cache: list) -> Tensor:
+        s = self.spec
+        return self.act(shortcut_darknet(x, cache[s.from_index], s.alpha, s.beta))
+
+
+#: layer kind -> module class
+MODULES: dict[str, type[Layer]] = {
+    "convolutional": Convolutional,
+    "connected": Connected,
+    "batchnorm": Batchnorm,
+    "maxpool": Maxpool,
+    "avgpool": Avgpool,
+    "dropout": Dropout,
+    "softmax": Softmax,
+    "cost": Cost,
+    "crop": Crop,
+    "route": Route,
+    "shortcut": Shortcut,
+}
+assert set(MODULES) == set(S.BUILDERS)

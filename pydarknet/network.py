@@ -1,0 +1,133 @@
+"""NetSpec -> ``Network(nn.Module)``: darknet's forward_network as a ten-line loop (``src/network.c``).
+
+Modules are named ``"<idx>_<kind>"`` so a PyTorch user can find layer 12 as ``net.layers["12_connected"]``.
+``load_network(cfg, weights)`` is the entry point.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import DarknetWarning
+from .layers import MODULES, Layer
+from .specs import NetSpec, load_specs
+from .weights import Header, Params, read_weights, write_weights
+
+
+class Network(nn.Module):
+    """A darknet network. Call it on a float32 ``(N, C, H, W)`` tensor in [0, 1]; get ``(N, outputs)``."""
+
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        self.spec = spec
+        self.layers = nn.ModuleDict({f"{s.index}_{s.kind}": MODULES[s.kind](s) for s in spec.layers})
+        self._seq: list[Layer] = list(self.layers.values())
+        needed = set()
+        for s in spec.layers:
+            needed.update(getattr(s, "layers", ()))
+            if s.kind == "shortcut":
+                needed.add(s.from_index)
+        self._keep = [i in needed for i in range(len(spec.layers))]
+        self._out = spec.output_index
+        self._fixed_size = any(s.kind in ("connected", "crop") for s in spec.layers)
+        self.header = Header()
+
+    # -- inference ------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        c, h, w = self.spec.input_shape
+        if x.dim() != 4 or x.shape[1] != c or (self._fixed_size and tuple(x.shape[2:]) != (h, w)):
+            want = f"(N, {c}, {h}, {w})" if self._fixed_size else f"(N, {c}, H, W)"
+            raise ValueError(f"{os.path.basename(self.spec.path)} expects input {want}, got {tuple(x.shape)}")
+        cache: list = [None] * len(self._seq)
+        for i, layer in enumerate(self._seq):
+            x = layer(x, cache)
+            if self._keep[i]:
+                cache[i] = x
+            if i == self._out:
+                break
+        return x.reshape(x.shape[0], -1)
+
+    def forward_all(self, x: Tensor) -> list[Tensor]:
+        """Every layer's output (for conformance checks against darknet's per-layer dumps)."""
+        outs: list = []
+        for layer in self._seq:
+            x = layer(x, outs)
+            outs.append(x)
+        return outs
+
+    def fuse(self) -> "Network":
+        """Fold batchnorm into convolution kernels for inference (eval mode only; training ignores it)."""
+        for m in self._seq:
+            if hasattr(m, "fuse"):
+                m.fuse()
+        return self
+
+    def unfuse(self) -> "Network":
+        for m in self._seq:
+            if hasattr(m, "unfuse"):
+                m.unfuse()
+        return self
+
+    def train(self, mode: bool = True) -> "Network":
+        if mode:
+            self.unfuse()  # fused kernels would go stale as the weights train
+        return super().train(mode)
+
+    # -- weights --------------------------------------------------------------------------------------
+    def load_params(self, params: Params) -> None:
+        with torch.no_grad():
+            for layer in self._seq:
+                for name, arr in params.get(layer.spec.index, {}).items():
+                    getattr(layer, name).copy_(torch.from_numpy(np.ascontiguousarray(arr)))
+        self.unfuse()
+
+    def darknet_params(self) -> Params:
+        out: Params = {}
+        for layer in self._seq:
+            arrays = {n: t.detach().cpu().numpy() for n, t in layer.darknet_params().items()}
+            if arrays:
+                out[layer.spec.index] = arrays
+        return out
+
+    def load_weights(self, path: str | os.PathLike, *, upto: int | None = None) -> Header:
+        """Load a darknet weights file (all of it, or the first ``upto`` layers)."""
+        header, params = read_weights(path, self.spec, upto=upto)
+        self.load_params(params)
+        self.header = header
+        return header
+
+    def save_weights(self, path: str | os.PathLike, *, seen: int | None = None) -> None:
+        """Write darknet weights atomically, keeping the loaded header where it is a 0.2-style one."""
+        h = self.header
+        header = Header(h.major, h.minor, h.revision, h.seen if seen is None else seen)
+        write_weights(path, self.spec, self.darknet_params(), header=header)
+
+
+def load_network(cfg_path: str | os.PathLike, weights_path: str | os.PathLike | None = None, *,
+                 upto: int | None = None, fuse: bool = True, width: int | None = None,
+                 height: int | None = None) -> Network:
+    """Build the network of a darknet cfg and load its weights, ready for inference (eval mode).
+
+    >>> import torch, pydarknet
+    >>> net = pydarknet.load_network(pydarknet.zoo_cfg("tiny"))   # no weights: darknet's random init
+    >>> net(torch.rand(1, 3, 224, 224)).shape
+    torch.Size([1, 1000])
+
+    With ``fuse`` (default) batchnorm is folded into the convolutions once the weights are loaded, which is
+    faster and agrees with the unfolded network to about 1e-6.
+    """
+    spec = load_specs(cfg_path, width=width, height=height)
+    net = Network(spec)
+    if weights_path is not None and os.fspath(weights_path) != "":
+        net.load_weights(weights_path, upto=upto)
+    elif weights_path is not None:
+        warnings.warn(DarknetWarning("no weights file given: the network keeps its random initial weights"))
+    net.eval()
+    if fuse:
+        net.fuse()
+    return net
+

@@ -1,0 +1,176 @@
+"""Darknet ``.weights`` files: header rules and the per-layer float stream (``src/parser.c``
+load_weights_upto / save_weights_upto, load_convolutional_weights, load_connected_weights,
+load_batchnorm_weights).
+
+The layout of every layer comes from its spec (``LayerSpec.layout()``), so reading and writing are mirrors
+of each other. Reading checks that the file holds exactly the floats the cfg implies and that they are
+finite; writing uses version 0.2.0 with a 64-bit ``seen`` and is atomic. No pickle anywhere.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .atomic import atomic_write
+from .errors import DarknetError
+from .specs import LayerSpec, NetSpec
+
+Params = dict[int, dict[str, np.ndarray]]  # layer index -> name -> float32 array (spec layout shapes)
+
+
+@dataclass(frozen=True)
+class Header:
+    major: int = 0
+    minor: int = 2
+    revision: int = 0
+    seen: int = 0
+
+    @property
+    def seen_is_64bit(self) -> bool:
+        """load_weights_upto: ``seen`` is a size_t when major*10+minor >= 2 and both are < 1000."""
+        return (self.major * 10 + self.minor) >= 2 and self.major < 1000 and self.minor < 1000
+
+    @property
+    def transpose(self) -> bool:
+        """Old files store connected weights as inputs x outputs (major or minor > 1000)."""
+        return self.major > 1000 or self.minor > 1000
+
+    @property
+    def nbytes(self) -> int:
+        return 20 if self.seen_is_64bit else 16
+
+    def pack(self) -> bytes:
+        fmt = "<iiiQ" if self.seen_is_64bit else "<iiiI"
+        return struct.pack(fmt, self.major, self.minor, self.revision, self.seen)
+
+
+def parse_header(data: bytes, path: str) -> Header:
+    if len(data) < 12:
+        raise DarknetError(f"too short for a darknet weights header ({len(data)} bytes)", path)
+    major, minor, revision = struct.unpack_from("<iii", data)
+    probe = Header(major, minor, revision)
+    if len(data) < probe.nbytes:
+        raise DarknetError(f"too short for a darknet weights header ({len(data)} bytes)", path)
+    seen = struct.unpack_from("<Q" if probe.seen_is_64bit else "<I", data, 12)[0]
+    return Header(major, minor, revision, seen)
+
+
+def _loaded(spec: LayerSpec) -> list[tuple[str, tuple[int, ...]]]:
+    """What load_*_weights reads for a layer: nothing with dontload, no batchnorm arrays with dontloadscales."""
+    if spec.common.dontload:
+        return []
+    layout = spec.layout()
+    if spec.common.dontloadscales and spec.kind != "batchnorm":
+        layout = [(n, s) for n, s in layout if n not in ("scales", "rolling_mean", "rolling_variance")]
+    return layout
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def expected_bytes(net: NetSpec, header: Header, upto: int | None = None) -> int:
+    layers = net.layers if upto is None else net.layers[:upto]
+    return header.nbytes + 4 * sum(_count(s) for spec in layers for _, s in _loaded(spec))
+
+
+def _file_layout_shape(spec: LayerSpec, name: str, shape: tuple[int, ...], header: Header) -> tuple[int, ...]:
+    """Shape of an array as it lies in the file (before darknet's transposes)."""
+    if name == "weights" and spec.kind == "connected" and header.transpose:
+        return (shape[1], shape[0])  # inputs x outputs
+    if name == "weights" and getattr(spec, "flipped", False):
+        n, cg, k, _ = shape
+        return (cg * k * k, n)  # flipped: (c*size*size) x n, transposed on load
+    return shape
+
+
+def _to_memory(spec: LayerSpec, name: str, arr: np.ndarray, shape: tuple[int, ...], header: Header) -> np.ndarray:
+    fshape = _file_layout_shape(spec, name, shape, header)
+    arr = arr.reshape(fshape)
+    if fshape != shape:
+        arr = np.ascontiguousarray(arr.T).reshape(shape)
+    return arr
+
+
+def read_weights(path: str | os.PathLike, net: NetSpec, *, upto: int | None = None) -> tuple[Header, Params]:
+    """Read a weights file for ``net``. With ``upto=N`` only the first N layers are read (darknet's
+    ``partial`` / load_weights_upto) and the file may hold more; otherwise it must hold exactly the floats
+    the cfg implies."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DarknetError("no such weights file", path) from None
+    except IsADirectoryError:
+        raise DarknetError("is a directory, not a weights file", path) from None
+    except OSError as e:
+        raise DarknetError(f"cannot read weights: {e.strerror}", path) from None
+    header = parse_header(data, path)
+    layers = net.layers if upto is None else net.layers[:upto]
+    expected = expected_bytes(net, header, upto)
+    if len(data) < expected or (upto is None and len(data) != expected):
+        msg = (f"holds {len(data)} bytes but {os.path.basename(net.path)} needs {expected} "
+               f"(header {header.nbytes} + {(expected - header.nbytes) // 4} floats)")
+        if len(data) < expected:
+            offset = header.nbytes
+            for spec in layers:
+                size = 4 * sum(_count(s) for _, s in _loaded(spec))
+                if offset + size > len(data):
+                    raise DarknetError(f"{msg}; it runs short at layer {spec.index} ({spec.kind})", path,
+                                       layer=None)
+                offset += size
+        raise DarknetError(f"{msg}; {len(data) - expected} bytes are left over after the last layer "
+                           "(weights for another cfg?)", path)
+    if (len(data) - header.nbytes) % 4:
+        raise DarknetError("the float stream is not a whole number of 4-byte floats", path)
+    floats = np.frombuffer(data, dtype="<f4", offset=header.nbytes, count=(expected - header.nbytes) // 4)
+    params: Params = {}
+    pos = 0
+    for spec in layers:
+        arrays = {}
+        for name, shape in _loaded(spec):
+            n = _count(shape)
+            chunk = floats[pos: pos + n]
+            pos += n
+            if not np.isfinite(chunk).all():
+                bad = int(np.count_nonzero(~np.isfinite(chunk)))
+                raise DarknetError(f"{spec.kind} {name} holds {bad} NaN/Inf value(s)", path, layer=spec.index)
+            arrays[name] = _to_memory(spec, name, chunk.astype(np.float32), shape, header)
+        if arrays:
+            params[spec.index] = arrays
+    return header, params
+
+
+def weights_bytes(net: NetSpec, params: Params, header: Header) -> bytes:
+    """The file contents: header then, for every layer not marked dontsave, its arrays in layout order."""
+    out_header = Header(header.major, header.minor, header.revision, header.seen)
+    if not out_header.seen_is_64bit or out_header.transpose:
+        out_header = Header(0, 2, 0, header.seen)
+    chunks = [out_header.pack()]
+    for spec in net.layers:
+        if spec.common.dontsave:
+            continue
+        for name, shape in spec.layout():
+            try:
+                arr = np.asarray(params[spec.index][name], dtype=np.float32).reshape(shape)
+            except KeyError:
+                raise DarknetError(f"no '{name}' array to save", net.path, layer=spec.index) from None
+            fshape = _file_layout_shape(spec, name, shape, out_header)
+            if fshape != shape:  # flipped convolution: write back in the file's transposed order
+                arr = arr.reshape(shape[0], -1).T
+            chunks.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+    return b"".join(chunks)
+
+
+def write_weights(path: str | os.PathLike, net: NetSpec, params: Params, *, seen: int = 0,
+                  header: Header | None = None) -> None:
+    """Write a darknet weights file atomically (temp file in the same directory, fsync, rename).
+
+    Version 0.2.0 with a 64-bit ``seen``, unless ``header`` is a 64-bit-seen header to keep (so that
+    read -> write of such a file is byte-identical)."""
+    header = header or Header(0, 2, 0, seen)
+    atomic_write(path, weights_bytes(net, params, header))
