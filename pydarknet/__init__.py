@@ -1,10 +1,16 @@
-"""pydarknet: darknet's image classifiers (cfg + weights) on PyTorch, with darknet's numbers."""
+"""pydarknet: darknet's image classifiers (cfg + weights) on PyTorch, with darknet's numbers.
+
+>>> import pydarknet
+>>> pydarknet.load_specs(pydarknet.zoo_cfg("tiny")).summary_line()
+'total  0.983 BFLOPs  1046488 params  4185972 bytes'
+
+PyTorch is imported only when a network is built (``load_network``), so reading cfgs stays fast.
+"""
 from __future__ import annotations
 
 import os
 
 from .errors import DarknetError, DarknetWarning
-from .network import Network, load_network
 from .specs import NetSpec, load_specs
 
 __version__ = "0.1.0"
@@ -19,6 +25,14 @@ def zoo_cfg(name: str) -> str:
         known = sorted(f[:-4] for f in os.listdir(_CFG_DIR) if f.endswith(".cfg"))
         raise DarknetError(f"no zoo cfg named {name!r} (known: {', '.join(known)})")
     return path
+
+
+def __getattr__(name: str):
+    if name in ("Network", "load_network"):
+        from . import network
+
+        return getattr(network, name)
+    raise AttributeError(f"module 'pydarknet' has no attribute {name!r}")
 
 
 __all__ = ["DarknetError", "DarknetWarning", "Network", "NetSpec", "load_network", "load_specs", "zoo_cfg"]

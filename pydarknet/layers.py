@@ -64,7 +64,10 @@ def maxpool_darknet(x: Tensor, size: int, stride: int, padding: int) -> Tensor:
     bottom = (oh - 1) * stride + size - h - lead
     if lead or right > 0 or bottom > 0:
         x = F.pad(x, (lead, max(right, 0), lead, max(bottom, 0)), value=-math.inf)
-    return F.max_pool2d(x, size, stride)
+    y = F.max_pool2d(x, size, stride)
+    if max(lead, right, bottom) >= size:  # a window wholly outside the image: darknet leaves -FLT_MAX there
+        y = y.clamp_min(-torch.finfo(torch.float32).max)
+    return y
 
 
 def shortcut_darknet(out: Tensor, add: Tensor, alpha: float, beta: float) -> Tensor:
@@ -184,9 +187,8 @@ class Convolutional(_BatchNormMixin, Layer):
         super().__init__(spec)
         n, c = spec.filters, spec.inp[0]
         self.weights = nn.Parameter(torch.empty(n, c // spec.groups, spec.size, spec.size))
-        # darknet's init (make_convolutional_layer): uniform scaled by sqrt(2/(size*size*c/groups))
-        scale = math.sqrt(2.0 / (spec.size * spec.size * c / spec.groups))
-        nn.init.uniform_(self.weights, -scale, scale)
+        # darknet's init (make_convolutional_layer): normal scaled by sqrt(2/(size*size*c/groups))
+        nn.init.normal_(self.weights, 0.0, math.sqrt(2.0 / (spec.size * spec.size * c / spec.groups)))
         self.biases = nn.Parameter(torch.zeros(n))
         if spec.batch_normalize:
             self._init_bn(n)

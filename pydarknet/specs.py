@@ -350,8 +350,8 @@ class _Ctx:
     def resolve(self, s: Section, key: str, rel: int) -> int:
         absolute = self.index + rel if rel < 0 else rel
         if absolute >= self.index:
-            raise s.error(f"[{s.kind}] {key}={rel} points forward (to layer {absolute}); "
-                          f"only earlier layers (< {self.index}) can be used", key)
+            earlier = f"only layers 0..{self.index - 1} come before it" if self.index else "it is the first layer"
+            raise s.error(f"[{s.kind}] {key}={rel} points forward (to layer {absolute}); {earlier}", key)
         if absolute < 0:
             raise s.error(f"[{s.kind}] {key}={rel} points before the first layer", key)
         return absolute

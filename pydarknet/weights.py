@@ -115,18 +115,15 @@ def read_weights(path: str | os.PathLike, net: NetSpec, *, upto: int | None = No
     if len(data) < expected or (upto is None and len(data) != expected):
         msg = (f"holds {len(data)} bytes but {os.path.basename(net.path)} needs {expected} "
                f"(header {header.nbytes} + {(expected - header.nbytes) // 4} floats)")
-        if len(data) < expected:
-            offset = header.nbytes
-            for spec in layers:
-                size = 4 * sum(_count(s) for _, s in _loaded(spec))
-                if offset + size > len(data):
-                    raise DarknetError(f"{msg}; it runs short at layer {spec.index} ({spec.kind})", path,
-                                       layer=None)
-                offset += size
-        raise DarknetError(f"{msg}; {len(data) - expected} bytes are left over after the last layer "
-                           "(weights for another cfg?)", path)
-    if (len(data) - header.nbytes) % 4:
-        raise DarknetError("the float stream is not a whole number of 4-byte floats", path)
+        if len(data) > expected:
+            raise DarknetError(f"{msg}: {len(data) - expected} bytes are left over after the last layer "
+                               "(weights for another cfg?)", path)
+        offset = header.nbytes
+        for spec in layers:
+            offset += 4 * sum(_count(s) for _, s in _loaded(spec))
+            if offset > len(data):
+                raise DarknetError(f"runs short in this {spec.kind} layer: the file {msg}", path,
+                                   layer=spec.index)
     floats = np.frombuffer(data, dtype="<f4", offset=header.nbytes, count=(expected - header.nbytes) // 4)
     params: Params = {}
     pos = 0
