@@ -27,12 +27,17 @@ def zoo_cfg(name: str) -> str:
     return path
 
 
-def __getattr__(name: str):
-    if name in ("Network", "load_network"):
-        from . import network
+_LAZY = {"Network": "network", "load_network": "network", "load": "api", "list_models": "api",
+         "Classifier": "api", "Prediction": "predict"}
 
-        return getattr(network, name)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'pydarknet' has no attribute {name!r}")
 
 
-__all__ = ["DarknetError", "DarknetWarning", "Network", "NetSpec", "load_network", "load_specs", "zoo_cfg"]
+__all__ = ["Classifier", "DarknetError", "DarknetWarning", "Network", "NetSpec", "Prediction", "list_models", "load",
+           "load_network", "load_specs", "zoo_cfg"]

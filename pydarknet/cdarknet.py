@@ -73,6 +73,23 @@ class CDarknet:
         finally:
             self._lib.free_image(im)
 
+    def image_op(self, name: str, im: np.ndarray, *args: int) -> np.ndarray:
+        """Call one of darknet's image functions (resize_image, letterbox_image, center_crop_image,
+        resize_min, resize_max, crop_image) on a (C, H, W) float32 array."""
+        fn = getattr(self._lib, name)
+        fn.restype = _Image
+        fn.argtypes = [_Image] + [ctypes.c_int] * len(args)
+        src = np.ascontiguousarray(im, dtype=np.float32)
+        c, h, w = src.shape
+        out = fn(_Image(w, h, c, src.ctypes.data_as(ctypes.POINTER(ctypes.c_float))), *args)
+        try:
+            if out.w * out.h * out.c == 0:
+                return np.zeros((out.c, out.h, out.w), np.float32)
+            return np.ctypeslib.as_array(out.data, shape=(out.c, out.h, out.w)).copy()
+        finally:
+            if ctypes.cast(out.data, ctypes.c_void_p).value != src.ctypes.data:
+                self._lib.free_image(out)
+
     def close(self) -> None:
         if self._net:
             self._lib.free_network(self._net)

@@ -113,17 +113,46 @@ class Section:
                               stacklevel=2)
 
 
-def parse_cfg(text: str, path: str = "<cfg>") -> list[Section]:
-    """Split cfg text into sections. Raises DarknetError (with file:line) for lines darknet cannot read."""
+def logical_lines(text: str):
+    """(line number, raw line, stripped line) for every line that is not blank or a comment.
+
+    darknet's fgetl + strip: all whitespace removed (we also drop CR, a BOM and an inline ``# comment``)."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    sections: list[Section] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.translate(_WHITESPACE)
-        if not line or line[0] in "#;":
-            continue
         if "#" in line:  # inline comment after a value (darknet would keep it in the value)
             line = line[: line.index("#")]
+        if line and line[0] != ";":
+            yield lineno, raw, line
+
+
+def read_text(path: str, what: str) -> str:
+    """A UTF-8 text file's contents; every failure is a DarknetError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DarknetError(f"no such {what} file", path) from None
+    except IsADirectoryError:
+        raise DarknetError(f"is a directory, not a {what} file", path) from None
+    except OSError as e:
+        raise DarknetError(f"cannot read {what}: {e.strerror}", path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DarknetError(f"not a text {what} file (invalid UTF-8)", path, line=line) from None
+    if "\x00" in text:
+        raise DarknetError(f"not a text {what} file (contains NUL bytes)", path,
+                           line=text[: text.index("\x00")].count("\n") + 1)
+    return text
+
+
+def parse_cfg(text: str, path: str = "<cfg>") -> list[Section]:
+    """Split cfg text into sections. Raises DarknetError (with file:line) for lines darknet cannot read."""
+    sections: list[Section] = []
+    for lineno, raw, line in logical_lines(text):
         if line[0] == "[":
             if not line.endswith("]") or len(line) < 3:
                 raise DarknetError(f"malformed section header {raw.strip()!r}", path, line=lineno)
@@ -159,21 +188,4 @@ def parse_cfg(text: str, path: str = "<cfg>") -> list[Section]:
 def read_cfg(path: str | os.PathLike) -> list[Section]:
     """Read and split a cfg file. Every failure is a DarknetError naming the file."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise DarknetError("no such cfg file", path) from None
-    except IsADirectoryError:
-        raise DarknetError("is a directory, not a cfg file", path) from None
-    except OSError as e:
-        raise DarknetError(f"cannot read cfg: {e.strerror}", path) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DarknetError("not a text cfg file (invalid UTF-8)", path, line=line) from None
-    if "\x00" in text:
-        raise DarknetError("not a text cfg file (contains NUL bytes)", path,
-                           line=text[: text.index("\x00")].count("\n") + 1)
-    return parse_cfg(text, path)
+    return parse_cfg(read_text(path, "cfg"), path)

@@ -12,6 +12,7 @@ import warnings
 from .errors import DarknetError
 
 EXIT_ERROR = 2
+EXIT_SKIPPED = 3  # some inputs could not be read; the rest were processed
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
@@ -20,23 +21,203 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
 
 def cmd_ops(args: argparse.Namespace) -> int:
     """Print the layer table as darknet prints it on load, then totals."""
+    from .api import looks_like_cfg
     from .specs import load_specs
 
-    spec = load_specs(_cfg_path(args.cfg), width=args.width, height=args.height)
+    cfg = args.cfg if looks_like_cfg(args.cfg) else _zoo_cfg_path(args.cfg)
+    spec = load_specs(cfg, width=args.width, height=args.height)
     sys.stdout.write(spec.layer_table())
     print(spec.summary_line())
     return 0
 
 
-def _cfg_path(name: str) -> str:
-    """A cfg path, or the name of one of the project's zoo cfgs."""
+def _zoo_cfg_path(name: str) -> str:
+    from . import zoo
+
+    return zoo.get(name).cfg_path
+
+
+# -- classifier predict / classify ----------------------------------------------------------------------
+
+
+def _split_model_args(cfg: str, rest: list[str]) -> tuple[str | None, str | None]:
+    """darknet's positional order is CFG WEIGHTS IMAGE; with a zoo name the weights may be left out, so a
+    lone argument after a zoo name is the image unless it looks like a weights file."""
+    from .api import looks_like_cfg
+
+    if len(rest) >= 2:
+        return rest[0], rest[1]
+    if not rest:
+        return None, None
+    only = rest[0]
+    if looks_like_cfg(cfg) or only.endswith(".weights") or only == "":
+        return only, None
+    return None, only
+
+
+def _load_classifier(args: argparse.Namespace, data):
+    """Build the network (layer table on stderr, as darknet) and the names for its outputs."""
+    from .api import resolve_model
+    from .network import load_network
+
+    cfg, weights, entry = resolve_model(args.cfg, args.weights, mirrors=args.mirror, offline=args.offline,
+                                        progress=not args.quiet)
+    net = load_network(cfg, weights or "", fuse=True)
+    if data.builtin and entry is not None and entry.labels != data.path:
+        from .datacfg import builtin_data
+
+        data = builtin_data(entry.labels)
+    names = data.load_names(net.spec.outputs)
+    # everything is loaded and checked: now darknet's load-time output
+    sys.stderr.write(net.spec.layer_table())
+    if weights:
+        sys.stderr.write(f"Loading weights from {weights}...Done!\n")
+    if args.device != "cpu":
+        net = net.to(args.device)
+    return net, names
+
+
+def _classify_one(net, names, path: str, top: int, device: str) -> None:
+    import time
+
+    import torch
+
+    from .image import load_image
+    from .predict import darknet_line, rank
+    from .preprocess import letterbox_image
+
+    c, h, w = net.spec.input_shape
+    x = torch.from_numpy(letterbox_image(load_image(path), w, h))[None].to(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        probs = net(x)[0].float().cpu().numpy()
+    print(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.", file=sys.stderr)
+    sys.stdout.write("".join(darknet_line(p) + "\n" for p in rank(probs, names, top)))
+    sys.stdout.flush()
+
+
+def _interactive(net, names, top: int, device: str) -> int:
+    """darknet's prompt loop: until end of input or an empty line. A bad path is reported and skipped."""
+    failed = 0
+    while True:
+        sys.stdout.write("Enter Image Path: ")
+        sys.stdout.flush()
+        line = sys.stdin.readline()
+        path = line.rstrip("\r\n")
+        if not path:
+            return EXIT_SKIPPED if failed else 0
+        try:
+            _classify_one(net, names, path, top, device)
+        except DarknetError as e:
+            failed += 1
+            print(f"pydarknet: error: {e}", file=sys.stderr)
+
+
+def _image_list(args: argparse.Namespace) -> list[str] | None:
+    """Paths for batch mode (--list FILE, or a directory as IMAGE), else None."""
     import os
 
-    from . import zoo_cfg
+    from .datacfg import read_label_list
 
-    if os.path.exists(name) or name.endswith(".cfg") or os.sep in name:
-        return name
-    return zoo_cfg(name)
+    if args.list:
+        return [p for p in (line.strip() for line in read_label_list(args.list)) if p]
+    if args.image and os.path.isdir(args.image):
+        found = []
+        for root, dirs, files in os.walk(args.image):
+            dirs.sort()
+            found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+        return found
+    return None
+
+
+def _batch(net, names, paths: list[str], args: argparse.Namespace, top: int) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .output import write_results
+    from .pipeline import batches, default_workers, prepared_images
+    from .predict import ImageResult, rank
+
+    c, h, w = net.spec.input_shape
+    workers = default_workers() if args.workers is None else args.workers
+    results: list[ImageResult] = []
+    failed = 0
+    with tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
+        for group in batches(prepared_images(paths, "letterbox", w, h, workers), args.batch):
+            ok = [g for g in group if g[2] is not None]
+            probs = []
+            if ok:
+                x = torch.from_numpy(__import__("numpy").stack([g[2] for g in ok])).to(args.device)
+                with torch.inference_mode():
+                    probs = net(x).float().cpu().numpy()
+            it = iter(probs)
+            for _, path, arr, err in group:
+                if err is not None:
+                    failed += 1
+                    tqdm.write(f"pydarknet: error: {err}", file=sys.stderr)
+                    results.append(ImageResult(path, error=err))
+                else:
+                    results.append(ImageResult(path, tuple(rank(next(it), names, top))))
+            bar.update(len(group))
+    write_results(results, args.out, top)
+    if failed:
+        print(f"pydarknet: {failed} of {len(paths)} images could not be read", file=sys.stderr)
+    return EXIT_SKIPPED if failed else 0
+
+
+def _predict(args: argparse.Namespace, data) -> int:
+    top = args.t or data.top or 1
+    paths = _image_list(args)
+    net, names = _load_classifier(args, data)
+    if paths is not None:
+        return _batch(net, names, paths, args, top)
+    if args.image is None:
+        return _interactive(net, names, top, args.device)
+    _classify_one(net, names, args.image, top, args.device)
+    return 0
+
+
+def cmd_classifier_predict(args: argparse.Namespace) -> int:
+    from .datacfg import read_data_cfg
+
+    args.weights, args.image = _split_model_args(args.cfg, args.rest)
+    return _predict(args, read_data_cfg(args.data))
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .datacfg import builtin_data
+
+    args.weights, args.image = _split_model_args(args.cfg, args.rest)
+    args.t = 5  # darknet's classify: ImageNet-1k, top 5
+    return _predict(args, builtin_data("imagenet1k"))
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    sys.stdout.write(zoo.zoo_table())
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mirror", action="append", default=[], metavar="URL",
+                   help="base URL to fetch zoo weights from before the published one (also $PYDARKNET_MIRROR)")
+    p.add_argument("--offline", action="store_true", help="never download; use cached zoo weights only")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _add_predict_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", type=int, default=0, metavar="K", help="print the top K classes (default: the data file's top)")
+    p.add_argument("--list", metavar="FILE", help="batch mode: classify every image listed in FILE")
+    p.add_argument("--out", default="-", metavar="FILE",
+                   help="batch mode output: .csv or .json (default: CSV on stdout)")
+    p.add_argument("--batch", type=int, default=16, help="batch mode: images per forward pass")
+    p.add_argument("--workers", type=int, default=None, help="batch mode: decoding processes")
+    _add_model_options(p)
+
+
+LEAVES: dict[tuple[str, ...], argparse.ArgumentParser] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +231,47 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--width", type=int, help="override [net] width")
     ops.add_argument("--height", type=int, help="override [net] height")
     ops.set_defaults(func=cmd_ops)
+    LEAVES[("ops",)] = ops
+
+    classifier = sub.add_parser("classifier", help="darknet's classifier verbs (predict, ...)")
+    verbs = classifier.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    pr = verbs.add_parser("predict", help="classify an image (or prompt for paths, or a batch)",
+                          usage="pydarknet classifier predict DATA CFG [WEIGHTS] [IMAGE] [-t K] [options]")
+    pr.add_argument("data", help="darknet .data file, or imagenet1k")
+    pr.add_argument("cfg", help=".cfg file or zoo model name")
+    pr.add_argument("rest", nargs="*", metavar="WEIGHTS IMAGE", help=argparse.SUPPRESS)
+    _add_predict_options(pr)
+    pr.set_defaults(func=cmd_classifier_predict)
+    LEAVES[("classifier", "predict")] = pr
+
+    cl = sub.add_parser("classify", help="classify with ImageNet-1k names, top 5",
+                        usage="pydarknet classify CFG [WEIGHTS] [IMAGE] [options]")
+    cl.add_argument("cfg", help=".cfg file or zoo model name")
+    cl.add_argument("rest", nargs="*", metavar="WEIGHTS IMAGE", help=argparse.SUPPRESS)
+    _add_predict_options(cl)
+    cl.set_defaults(func=cmd_classify)
+    LEAVES[("classify",)] = cl
+
+    zoo = sub.add_parser("zoo", help="the model zoo: published and computed figures, cached or not")
+    zoo.set_defaults(func=cmd_zoo)
+    LEAVES[("zoo",)] = zoo
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for depth in (2, 1):  # darknet's flags may stand anywhere: parse the leaf command intermixed
+        leaf = LEAVES.get(tuple(argv[:depth]))
+        if leaf is not None:
+            args = leaf.parse_intermixed_args(argv[depth:])
+            if len(getattr(args, "rest", [])) > 2:
+                leaf.error(f"too many arguments: {' '.join(args.rest[2:])}")
+            break
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except DarknetError as e:

@@ -1,0 +1,46 @@
+"""Probabilities -> ranked predictions, and darknet's printed form of them (``src/utils.c`` top_k,
+``src/classifier.c`` predict_classifier)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Prediction(NamedTuple):
+    """One ranked class: its index in the network output, its name and its probability."""
+    index: int
+    name: str
+    prob: float
+
+
+def top_k(probs: np.ndarray, k: int) -> list[int]:
+    """Indices of the ``k`` largest values, largest first.
+
+    NOTE: matches top_k (src/utils.c): a later index only overtakes on a strictly larger value, so ties keep
+    ascending index order (a stable descending sort). ``k`` is clamped to the number of classes, where darknet
+    would read past its array.
+    """
+    probs = np.asarray(probs).reshape(-1)
+    k = max(0, min(int(k), probs.size))
+    order = np.argsort(-probs.astype(np.float64), kind="stable")
+    return [int(i) for i in order[:k]]
+
+
+def rank(probs: np.ndarray, names: list[str], k: int) -> list[Prediction]:
+    probs = np.asarray(probs, dtype=np.float32).reshape(-1)
+    return [Prediction(i, names[i], float(probs[i])) for i in top_k(probs, k)]
+
+
+def darknet_line(p: Prediction) -> str:
+    """``%5.2f%%: name`` of the probability times 100 computed in float32, as darknet's printf."""
+    return f"{float(np.float32(p.prob) * np.float32(100)):5.2f}%: {p.name}"
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Batch output row: an image path and its ranked predictions (or the error that stopped it)."""
+    path: str
+    predictions: tuple[Prediction, ...] = ()
+    error: str | None = None

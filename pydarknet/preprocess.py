@@ -1,0 +1,134 @@
+"""darknet's image geometry, one function per C function in ``src/image.c``, on (C, H, W) float32 arrays.
+
+Bit-exact with darknet: the same float32 operations in the same order (NumPy float32 arithmetic is IEEE
+single precision, as darknet's). Where darknet's arithmetic breaks down (resizing to a single row divides
+by zero and yields NaN), we take the limit it was meant to have and say so in a NOTE.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+F32 = np.float32
+
+
+def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source index, fractional weight and 'has a second tap' mask for each output position."""
+    # NOTE: darknet computes the scale as (float)(in-1)/(out-1); with out == 1 that is x/0 and the
+    # position 0*inf is NaN. We use scale 0 there (position 0, weight 0): the first row/column.
+    scale = F32(n_in - 1) / F32(n_out - 1) if n_out > 1 else F32(0)
+    pos = np.arange(n_out, dtype=F32) * scale
+    idx = pos.astype(np.int64)  # (int) truncation; pos >= 0
+    frac = pos - idx.astype(F32)
+    return idx, frac, scale
+
+
+def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Darknet's two-pass bilinear resize to ``w`` x ``h``.
+
+    NOTE: matches resize_image (src/image.c): first along x, where the last column copies the source's
+    last column; then along y as ``(1-dy)*row[iy]`` plus ``dy*row[iy+1]`` except on the last row. Not PIL's
+    or OpenCV's bilinear (those sample at pixel centres).
+    """
+    c, ih, iw = im.shape
+    if w <= 0 or h <= 0:
+        return np.zeros((c, max(h, 0), max(w, 0)), F32)
+    im = im.astype(F32, copy=False)
+    # pass 1: along x
+    ix, dx, _ = _axis_weights(iw, w)
+    last_col = np.arange(w) == w - 1
+    if iw == 1:
+        last_col[:] = True
+    ix0 = np.where(last_col, iw - 1, ix)
+    ix1 = np.minimum(ix0 + 1, iw - 1)
+    part = (F32(1) - dx) * im[:, :, ix0] + dx * im[:, :, ix1]
+    part[:, :, last_col] = im[:, :, iw - 1: iw]
+    # pass 2: along y
+    iy, dy, _ = _axis_weights(ih, h)
+    iy = np.minimum(iy, ih - 1)
+    out = (F32(1) - dy)[None, :, None] * part[:, iy, :]
+    second = np.arange(h) != h - 1
+    if ih == 1:
+        second[:] = False
+    if second.any():
+        rows = np.nonzero(second)[0]
+        out[:, rows, :] += dy[rows][None, :, None] * part[:, np.minimum(iy[rows] + 1, ih - 1), :]
+    return out
+
+
+def embed_image(source: np.ndarray, dest: np.ndarray, dx: int, dy: int) -> None:
+    """embed_image (src/image.c): copy ``source`` into ``dest`` at (dx, dy), clipped to ``dest``."""
+    _, sh, sw = source.shape
+    _, dh, dw = dest.shape
+    x0, y0 = max(dx, 0), max(dy, 0)
+    x1, y1 = min(dx + sw, dw), min(dy + sh, dh)
+    if x1 > x0 and y1 > y0:
+        dest[:, y0:y1, x0:x1] = source[:, y0 - dy: y1 - dy, x0 - dx: x1 - dx]
+
+
+LETTERBOX_FILL = 0.5
+
+
+def letterbox_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Resize keeping the aspect ratio, centred on a ``w`` x ``h`` canvas of 0.5 grey.
+
+    NOTE: matches letterbox_image (src/image.c): the new size uses integer division, the fill is .5, and
+    the offset is (w-new_w)/2, (h-new_h)/2. What ``classifier predict`` and ``classify`` feed the network.
+    """
+    c, ih, iw = im.shape
+    if F32(w) / F32(iw) < F32(h) / F32(ih):
+        new_w, new_h = w, (ih * w) // iw
+    else:
+        new_w, new_h = (iw * h) // ih, h
+    resized = resize_image(im, new_w, new_h)
+    boxed = np.full((c, h, w), LETTERBOX_FILL, F32)
+    embed_image(resized, boxed, (w - new_w) // 2, (h - new_h) // 2)
+    return boxed
+
+
+def crop_image(im: np.ndarray, dx: int, dy: int, w: int, h: int) -> np.ndarray:
+    """crop_image (src/image.c): a ``w`` x ``h`` window at (dx, dy); outside positions repeat the border."""
+    _, ih, iw = im.shape
+    rows = np.clip(np.arange(h) + dy, 0, ih - 1)
+    cols = np.clip(np.arange(w) + dx, 0, iw - 1)
+    return np.ascontiguousarray(im[:, rows][:, :, cols])
+
+
+def center_crop_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """center_crop_image (src/image.c): the centred square of side min(w, h) of the image, resized to w x h.
+    What ``classifier valid`` feeds the network."""
+    _, ih, iw = im.shape
+    m = min(iw, ih)
+    return resize_image(crop_image(im, (iw - m) // 2, (ih - m) // 2, m, m), w, h)
+
+
+def resize_min(im: np.ndarray, min_side: int) -> np.ndarray:
+    """resize_min (src/image.c): scale so the shorter side is ``min_side`` (integer arithmetic)."""
+    _, h, w = im.shape
+    if w < h:
+        nh, nw = (h * min_side) // w, min_side
+    else:
+        nw, nh = (w * min_side) // h, min_side
+    return im if (nw, nh) == (w, h) else resize_image(im, nw, nh)
+
+
+def resize_max(im: np.ndarray, max_side: int) -> np.ndarray:
+    """resize_max (src/image.c): scale so the longer side is ``max_side`` (integer arithmetic)."""
+    _, h, w = im.shape
+    if w > h:
+        nh, nw = (h * max_side) // w, max_side
+    else:
+        nw, nh = (w * max_side) // h, max_side
+    return im if (nw, nh) == (w, h) else resize_image(im, nw, nh)
+
+
+def flip_image(im: np.ndarray) -> np.ndarray:
+    """flip_image (src/image.c): mirror left-right."""
+    return np.ascontiguousarray(im[:, :, ::-1])
+
+
+#: preprocessing name -> function(image, net_w, net_h)
+PREPROCESS = {
+    "letterbox": letterbox_image,
+    "center_crop": center_crop_image,
+    "resize": resize_image,
+}

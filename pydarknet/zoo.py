@@ -1,0 +1,596 @@
+"""The model zoo: one entry per cfg in ``pydarknet/cfgs``, with the published weights URLs, the published
+figures, and verified, resumable downloads into a local cache.
+
+Sources (checked while building this registry):
+  * darknet's ImageNet page, current version: pjreddie/pjreddie.github.io ``_darknet/imagenet/imagenet.md``
+    (https://pjreddie.com/darknet/imagenet/). It links every file at ``https://data.pjreddie.com/files/``
+    and has rows for ResNet 18/34/101, ResNeXt 50 and Darknet53 that the older page (``../shared/seeds``)
+    lacks.
+  * the older ImageNet page and the Tiny Darknet page (``../shared/seeds``), which linked
+    ``https://pjreddie.com/media/files/NAME.weights``. Those links now redirect to an HTML page
+    (pjreddie/darknet#2655), so they come second and the HTML is caught.
+  * published checksums: none found. pjreddie never published hashes; jed-frey/darknet
+    ``weights/getall.sh`` lists IPFS CIDs of these files, which are not file hashes and cannot check a
+    download. Every ``sha256`` is therefore None, and a download is checked by its exact size (from the
+    cfg and the file's own header) and header sanity. Where a checksum becomes known, set it with its source.
+
+A weights file's exact size depends on its header: darknet writes 0.2.0 headers (20 bytes, 64-bit ``seen``)
+but older files carry 16-byte headers (e.g. ``alexnet.weights`` is 249,513,392 bytes, 4 less than a 0.2.0
+file), so the size is checked against the header the file actually holds (``weights.expected_bytes``).
+
+Downloads: user mirrors first (``mirrors=`` then ``$PYDARKNET_MIRROR``), then the published URLs; each file
+streams into ``<cache>/<file>.part`` (resumed with an HTTP Range request when a .part exists), is verified,
+fsynced and renamed into place, so the cache never holds a torn or unverified final file.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import os
+import pathlib
+import re
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from . import __version__
+from .errors import DarknetError, DarknetWarning
+from .specs import NetSpec, load_specs
+from .weights import Header, expected_bytes, parse_header
+
+_CFG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfgs")
+_CHUNK = 1 << 20
+_MAX_TRIES_PER_URL = 5  # resumes of one URL after dropped connections, while each try makes progress
+
+DATA_SERVER = "https://data.pjreddie.com/files/"   # what darknet's pages link today
+MEDIA_SERVER = "https://pjreddie.com/media/files/"  # what they linked before (now redirects to HTML)
+IMAGENET_PAGE = "https://pjreddie.com/darknet/imagenet/"
+TINY_PAGE = "https://pjreddie.com/darknet/tiny-darknet/"
+
+
+@dataclass(frozen=True)
+class Published:
+    """Figures as darknet's pages print them: top-1/top-5 (%), ops (billions), weights size (MB)."""
+    top1: float | None
+    top5: float | None
+    bflops: float | None
+    size_mb: float | None
+    note: str = ""  # explains any figure our cfg cannot reproduce, and where the figures come from
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZooEntry:
+    name: str                      # CLI name, e.g. "tiny"
+    title: str                     # "Tiny Darknet"
+    cfg: str                       # file name in pydarknet/cfgs ("tiny.cfg"), or an absolute path
+    weights_file: str              # "tiny.weights"
+    urls: tuple[str, ...]          # published URLs, darknet's own server first; () if none published
+    sha256: str | None             # published sha256 of the weights file, where one exists
+    sha256_source: str | None      # where that value came from
+    labels: str = "imagenet1k"     # label-set name (resolved elsewhere)
+    preprocess: str = "letterbox"  # darknet's classifier predict feeds letterbox_image(im, net.w, net.h)
+    published: Published = field(default_factory=lambda: Published(None, None, None, None))
+
+    def __post_init__(self):
+        if self.sha256 is not None:
+            if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+                raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits")
+            if not self.sha256_source:
+                raise ValueError(f"{self.name}: a sha256 needs its sha256_source")
+        if os.path.basename(self.weights_file) != self.weights_file or not self.weights_file:
+            raise ValueError(f"{self.name}: weights_file must be a bare file name")
+
+    @property
+    def cfg_path(self) -> str:
+        return self.cfg if os.path.isabs(self.cfg) else os.path.join(_CFG_DIR, self.cfg)
+
+    @property
+    def spec(self) -> NetSpec:
+        return _spec(self.cfg_path)
+
+    @property
+    def bflops(self) -> float:
+        """BFLOPs of the cfg at its own [net] width x height."""
+        return self.spec.bflops
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the weights file with a 0.2.0 header (what we write); see ``valid_sizes``."""
+        return self.spec.weights_bytes
+
+    @property
+    def size_mib(self) -> float:
+        return self.size_bytes / 2 ** 20
+
+    @property
+    def valid_sizes(self) -> tuple[int, ...]:
+        """Every size a genuine weights file for this cfg can have: 20-byte (0.2.0) or 16-byte header."""
+        return tuple(sorted({expected_bytes(self.spec, Header(0, 2, 0)), expected_bytes(self.spec, Header(0, 1, 0))},
+                            reverse=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _spec(cfg_path: str) -> NetSpec:
+    return load_specs(cfg_path)
+
+
+def _urls(name: str) -> tuple[str, ...]:
+    f = f"{name}.weights"
+    return (DATA_SERVER + f, MEDIA_SERVER + f)
+
+
+_LATER_PAGE = ("figures from the later version of darknet's ImageNet page (pjreddie/pjreddie.github.io "
+               "_darknet/imagenet/imagenet.md)")
+
+_ENTRIES: tuple[ZooEntry, ...] = (
+    ZooEntry(name="alexnet", title="AlexNet", cfg="alexnet.cfg", weights_file="alexnet.weights",
+             urls=_urls("alexnet"), sha256=None, sha256_source=None,
+             published=Published(57.0, 80.3, 2.27, 238,
+                                 "the older ImageNet page lists the weights as 285 MB; the Tiny Darknet page and "
+                                 "the later ImageNet page say 238 MB, and the file is 237.95 MiB "
+                                 "(249,513,392 bytes: an old 16-byte header)")),
+    ZooEntry(name="darknet", title="Darknet Reference", cfg="darknet.cfg", weights_file="darknet.weights",
+             urls=_urls("darknet"), sha256=None, sha256_source=None,
+             published=Published(61.1, 83.0, 0.81, 28,
+                                 "0.81 Bn matches neither size of this cfg: 0.96 Bn at its 256x256, 0.77 Bn at "
+                                 "224x224; the later ImageNet page corrects it to 0.96 Bn")),
+    ZooEntry(name="vgg-16", title="VGG-16", cfg="vgg-16.cfg", weights_file="vgg-16.weights",
+             urls=_urls("vgg-16"), sha256=None, sha256_source=None,
+             published=Published(70.5, 90.0, 30.94, 528)),
+    ZooEntry(name="extraction", title="Extraction", cfg="extraction.cfg", weights_file="extraction.weights",
+             urls=_urls("extraction"), sha256=None, sha256_source=None,
+             published=Published(72.5, 90.8, 8.52, 90)),
+    ZooEntry(name="darknet19", title="Darknet19", cfg="darknet19.cfg", weights_file="darknet19.weights",
+             urls=_urls("darknet19"), sha256=None, sha256_source=None,
+             published=Published(72.9, 91.2, 5.58, 80,
+                                 "5.58 Bn is at 224x224 (our cfg gives 5.58 there); the cfg is 256x256, 7.29 Bn, "
+                                 "which the later ImageNet page lists")),
+    ZooEntry(name="darknet19_448", title="Darknet19 448x448", cfg="darknet19_448.cfg",
+             weights_file="darknet19_448.weights", urls=_urls("darknet19_448"), sha256=None, sha256_source=None,
+             published=Published(76.4, 93.5, 22.33, 80)),
+    ZooEntry(name="resnet18", title="ResNet 18", cfg="resnet18.cfg", weights_file="resnet18.weights",
+             urls=_urls("resnet18"), sha256=None, sha256_source=None,
+             published=Published(70.7, 89.9, 4.69, 44, _LATER_PAGE)),
+    ZooEntry(name="resnet34", title="ResNet 34", cfg="resnet34.cfg", weights_file="resnet34.weights",
+             urls=_urls("resnet34"), sha256=None, sha256_source=None,
+             published=Published(72.4, 91.1, 9.52, 83, _LATER_PAGE)),
+    ZooEntry(name="resnet50", title="ResNet 50", cfg="resnet50.cfg", weights_file="resnet50.weights",
+             urls=_urls("resnet50"), sha256=None, sha256_source=None,
+             published=Published(75.8, 92.9, 10, 87,
+                                 "the older page rounds the ops to 10 Bn; the later page lists 9.74 Bn, as the "
+                                 "cfg gives")),
+    ZooEntry(name="resnet101", title="ResNet 101", cfg="resnet101.cfg", weights_file="resnet101.weights",
+             urls=_urls("resnet101"), sha256=None, sha256_source=None,
+             published=Published(77.1, 93.7, 19.70, 160, _LATER_PAGE)),
+    ZooEntry(name="resnet152", title="ResNet 152", cfg="resnet152.cfg", weights_file="resnet152.weights",
+             urls=_urls("resnet152"), sha256=None, sha256_source=None,
+             published=Published(77.6, 93.8, 29.4, 220)),
+    ZooEntry(name="resnext50", title="ResNeXt 50", cfg="resnext50.cfg", weights_file="resnext50.weights",
+             urls=_urls("resnext50"), sha256=None, sha256_source=None,
+             published=Published(77.8, 94.2, 10.11, 220,
+                                 _LATER_PAGE + "; its 220 MB size repeats ResNet 152's: a file for this cfg "
+                                 "is 85.12 MiB")),
+    ZooEntry(name="densenet201", title="DenseNet 201", cfg="densenet201.cfg", weights_file="densenet201.weights",
+             urls=_urls("densenet201"), sha256=None, sha256_source=None,
+             published=Published(77.0, 93.7, 10.9, 66)),
+    ZooEntry(name="darknet53", title="Darknet53", cfg="darknet53.cfg", weights_file="darknet53.weights",
+             urls=_urls("darknet53"), sha256=None, sha256_source=None,
+             published=Published(77.2, 93.8, 18.57, 159, _LATER_PAGE)),
+    ZooEntry(name="squeezenet", title="SqueezeNet", cfg="squeezenet.cfg", weights_file="squeezenet.weights",
+             urls=(), sha256=None, sha256_source=None,
+             published=Published(57.5, 80.3, 2.17, 4.8,
+                                 "darknet published no SqueezeNet weights (figures from the Tiny Darknet page); "
+                                 "2.17 Bn is not SqueezeNet 1.0 at 227x227, which is 1.67 Bn (our cfg)")),
+    ZooEntry(name="tiny", title="Tiny Darknet", cfg="tiny.cfg", weights_file="tiny.weights",
+             urls=_urls("tiny"), sha256=None, sha256_source=None,
+             published=Published(58.7, 81.7, 0.98, 4.0)),
+)
+
+_REGISTRY: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
+
+
+def list_models() -> list[str]:
+    """Zoo model names, in the order of darknet's tables (AlexNet first, Tiny Darknet last)."""
+    return list(_REGISTRY)
+
+
+def get(name: str) -> ZooEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise DarknetError(f"no zoo model named {name!r} (known: {', '.join(_REGISTRY)})") from None
+
+
+def _entry(entry: ZooEntry | str) -> ZooEntry:
+    return get(entry) if isinstance(entry, str) else entry
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cache
+
+def cache_dir() -> pathlib.Path:
+    """$PYDARKNET_CACHE, else $XDG_CACHE_HOME/pydarknet, else ~/.cache/pydarknet (not created here)."""
+    explicit = os.environ.get("PYDARKNET_CACHE")
+    if explicit:
+        return pathlib.Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return pathlib.Path(xdg).expanduser() / "pydarknet"
+    return pathlib.Path.home() / ".cache" / "pydarknet"
+
+
+def cached_path(entry: ZooEntry | str) -> pathlib.Path:
+    return cache_dir() / _entry(entry).weights_file
+
+
+def _part_path(path: pathlib.Path) -> pathlib.Path:
+    return path.with_name(path.name + ".part")
+
+
+def is_cached(entry: ZooEntry | str) -> bool:
+    """The weights are in the cache with the exact size their header and the cfg imply (no hashing)."""
+    entry = _entry(entry)
+    try:
+        _check_size_and_header(entry, cached_path(entry))
+    except DarknetError:
+        return False
+    return True
+
+
+def mirrors_from_env() -> list[str]:
+    """$PYDARKNET_MIRROR: base URLs (or local directories) separated by commas and/or whitespace."""
+    return [m for m in re.split(r"[\s,]+", os.environ.get("PYDARKNET_MIRROR", "")) if m]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# verification
+
+def _looks_like_html(head: bytes) -> bool:
+    """A weights file starts with int32 major (0 for every darknet file); text starts with '<'."""
+    return head.lstrip()[:1] == b"<"
+
+
+def _plausible(h: Header) -> bool:
+    """major/minor/revision as darknet writes them (0.1.0, 0.2.0; >1000 marks a transposed old file).
+    Any text in the first 12 bytes reads as ints of at least 0x20202020."""
+    return all(0 <= v < 1 << 16 for v in (h.major, h.minor, h.revision))
+
+
+def _check_size_and_header(entry: ZooEntry, path: os.PathLike | str) -> int:
+    """Exact-size and header check; returns the size. Raises DarknetError naming ``path``."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except FileNotFoundError:
+        raise DarknetError("no such file", path) from None
+    except OSError as e:
+        raise DarknetError(f"cannot read: {e.strerror or e}", path) from None
+    if _looks_like_html(head):
+        raise DarknetError("is an HTML page, not darknet weights", path)
+    header = parse_header(head, path)
+    if not _plausible(header):
+        raise DarknetError(f"header {header.major}.{header.minor}.{header.revision} is not a darknet weights "
+                           "header", path)
+    want = expected_bytes(entry.spec, header)
+    if size != want:
+        raise DarknetError(f"holds {size} bytes but {os.path.basename(entry.cfg_path)} needs {want} "
+                           f"({header.nbytes}-byte header + {(want - header.nbytes) // 4} floats)", path)
+    return size
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_weights(entry: ZooEntry | str, path: os.PathLike | str) -> None:
+    """Raise DarknetError unless ``path`` is the entry's weights: not HTML, a plausible header, exactly the
+    bytes the cfg implies for that header, and the published sha256 where one is known."""
+    entry = _entry(entry)
+    _check_size_and_header(entry, path)
+    if entry.sha256:
+        got = _sha256(os.fspath(path))
+        if got != entry.sha256:
+            raise DarknetError(f"sha256 {got} does not match the published {entry.sha256} "
+                               f"({entry.sha256_source})", path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# download
+
+class _Failed(Exception):
+    """One URL failed; ``keep_part`` says whether the .part holds a good prefix worth resuming."""
+
+    def __init__(self, problem: str, keep_part: bool = False):
+        super().__init__(problem)
+        self.problem = problem
+        self.keep_part = keep_part
+
+
+def _mirror_url(base: str, weights_file: str) -> str:
+    if "://" not in base:  # a local directory
+        return pathlib.Path(base).expanduser().resolve().joinpath(weights_file).as_uri()
+    return base.rstrip("/") + "/" + urllib.parse.quote(weights_file)
+
+
+def _candidates(entry: ZooEntry, mirrors: Iterable[str]) -> list[str]:
+    urls = [_mirror_url(m, entry.weights_file) for m in (*mirrors, *mirrors_from_env())]
+    urls += list(entry.urls)
+    return list(dict.fromkeys(urls))
+
+
+def _content_range(value: str | None) -> tuple[int, int | None] | None:
+    """'bytes START-END/TOTAL' -> (START, TOTAL or None)."""
+    m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value or "")
+    if not m:
+        return None
+    return int(m.group(1)), None if m.group(3) == "*" else int(m.group(3))
+
+
+def _unlink(path: pathlib.Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _download_once(url: str, part: pathlib.Path, entry: ZooEntry, *, progress: bool, timeout: float) -> None:
+    """Stream ``url`` into ``part``, resuming from its current size. Raises _Failed."""
+    start = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": f"pydarknet/{__version__}", "Accept-Encoding": "identity"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and start:  # the .part is not a prefix of this file: start over
+            _unlink(part)
+            raise _Failed("the server refused to resume the partial download (HTTP 416); it will restart",
+                          keep_part=True) from None
+        raise _Failed(f"HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        raise _Failed(f"cannot connect: {getattr(e.reason, 'strerror', None) or e.reason}") from None
+    except (socket.timeout, TimeoutError):
+        raise _Failed(f"no answer within {timeout:g} s") from None
+    except (OSError, http.client.HTTPException) as e:
+        raise _Failed(f"cannot connect: {e}") from None
+    with resp:
+        status = getattr(resp, "status", None) or 200  # file:// answers without a status
+        final_url = resp.geturl()
+        where = "" if final_url == url else f" (redirected to {final_url})"
+        ctype = (resp.headers.get("Content-Type") or "").lower()
+        if ctype.startswith(("text/html", "application/xhtml")):
+            raise _Failed(f"serves an HTML page ({ctype.split(';')[0]}), not darknet weights{where}")
+        length = resp.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        if status == 206:
+            cr = _content_range(resp.headers.get("Content-Range"))
+            if cr is None or cr[0] != start:
+                raise _Failed(f"answered the resume request with a bad Content-Range "
+                              f"({resp.headers.get('Content-Range')!r})")
+            total = cr[1] if cr[1] is not None else (start + length if length is not None else None)
+            mode = "ab"
+        else:  # 200: the whole file (a server that ignores Range restarts us from zero)
+            start, total, mode = 0, length, "wb"
+
+        def read() -> bytes:
+            try:
+                return resp.read(_CHUNK)
+            except (http.client.IncompleteRead, OSError, http.client.HTTPException) as e:
+                kind = "timed out" if isinstance(e, (socket.timeout, TimeoutError)) else "dropped"
+                raise _Failed(f"the connection {kind} after {done} of {total or '?'} bytes; "
+                              f"{part.name} is kept to resume", keep_part=done > 0) from None
+
+        done = start
+        chunk = read()
+        if start == 0 and _looks_like_html(chunk[:64]):
+            raise _Failed(f"serves an HTML page, not darknet weights{where}")
+        if total is not None and total not in entry.valid_sizes:
+            raise _Failed(f"offers {total} bytes but {os.path.basename(entry.cfg_path)} needs "
+                          f"{' or '.join(map(str, entry.valid_sizes))}{where}")
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                   desc=entry.weights_file, disable=not progress, leave=False)
+        try:
+            with open(part, mode) as f:
+                try:
+                    while chunk:
+                        f.write(chunk)
+                        done += len(chunk)
+                        bar.update(len(chunk))
+                        if total is not None and done > total:
+                            raise _Failed(f"sent more than the {total} bytes it announced")
+                        chunk = read()
+                finally:
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OSError as e:
+            raise DarknetError(f"cannot write: {e.strerror or e}", part) from None
+        finally:
+            bar.close()
+        if total is not None and done < total:
+            raise _Failed(f"the connection closed after {done} of {total} bytes; {part.name} is kept to resume",
+                          keep_part=done > 0)
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _size(path: pathlib.Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _fetch_url(url: str, entry: ZooEntry, final: pathlib.Path, *, progress: bool, timeout: float) -> None:
+    """Download, verify and move into place from one URL, resuming after dropped connections. Raises _Failed."""
+    part = _part_path(final)
+    restarted = False
+    for _ in range(_MAX_TRIES_PER_URL):
+        before = _size(part)
+        try:
+            _download_once(url, part, entry, progress=progress, timeout=timeout)
+        except _Failed as e:
+            if not e.keep_part:
+                _unlink(part)
+                raise
+            if _size(part) != before:
+                continue  # progress was made, or a stale .part was dropped: resume / restart
+            raise  # no progress: keep the .part for the next URL or the next run
+        try:
+            verify_weights(entry, part)
+        except DarknetError as e:
+            _unlink(part)
+            if before and not restarted:  # the resumed prefix may belong to another file: once more from zero
+                restarted = True
+                continue
+            raise _Failed(e.problem) from None
+        os.replace(part, final)
+        _fsync_dir(final.parent)
+        return
+    raise _Failed(f"gave up after {_MAX_TRIES_PER_URL} tries")
+
+
+class _Lock:
+    """Advisory exclusive lock on ``<file>.lock`` so two processes do not write one .part (POSIX only)."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock; the lock file stays (deleting it would race)
+
+
+def _missing_error(entry: ZooEntry, final: pathlib.Path, failures: list[str], reason: str) -> DarknetError:
+    """The one error of a failed fetch: what is missing, the exact path for it, where to get it by hand."""
+    if entry.urls:
+        how = f"get it by hand from {' or '.join(entry.urls)}"
+    else:
+        how = f"darknet published no {entry.title} weights, so bring your own darknet-format file"
+    msg = (f"missing: the {entry.title} weights are not in the cache and {reason}; put {entry.weights_file} at "
+           f"exactly this path ({how}), or set PYDARKNET_MIRROR (or pass --mirror URL) to a server or directory "
+           f"that holds {entry.weights_file}")
+    if failures:
+        msg += ". Tried: " + "; ".join(failures)
+    return DarknetError(msg, final)
+
+
+def fetch_weights(entry: ZooEntry | str, *, mirrors: Iterable[str] = (), progress: bool = True,
+                  offline: bool = False, timeout: float = 30.0) -> pathlib.Path:
+    """Path of the entry's verified weights in the cache, downloading them if needed.
+
+    Order: ``mirrors`` (base URLs or directories), then $PYDARKNET_MIRROR, then the published URLs. Every
+    failure (HTML instead of weights, wrong size, bad sha256, HTTP error) names its URL; if all fail, or
+    ``offline`` with nothing cached, one DarknetError says where to put the file and where to get it.
+    """
+    entry = _entry(entry)
+    final = cached_path(entry)
+    stale: list[str] = []
+    if final.exists():
+        try:
+            verify_weights(entry, final)
+            return final
+        except DarknetError as e:
+            stale = [f"the file already there is not valid: {e.problem}"]
+    if offline:
+        raise _missing_error(entry, final, stale, "downloads are off (offline)")
+    urls = _candidates(entry, mirrors)
+    if not urls:
+        raise _missing_error(entry, final, stale, "there is no URL to download them from")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DarknetError(f"cannot create the cache directory: {e.strerror or e}", final.parent) from None
+    failures = list(stale)
+    with _Lock(final.with_name(final.name + ".lock")):
+        if final.exists():  # another process may have finished it while we waited for the lock
+            try:
+                verify_weights(entry, final)
+                return final
+            except DarknetError:
+                pass
+        for url in urls:
+            try:
+                _fetch_url(url, entry, final, progress=progress, timeout=timeout)
+            except _Failed as e:
+                failures.append(f"{url}: {e.problem}")
+                continue
+            if failures[len(stale):]:
+                warnings.warn(f"fetched {entry.weights_file} from {url} after: {'; '.join(failures[len(stale):])}",
+                              DarknetWarning, stacklevel=2)
+            return final
+    raise _missing_error(entry, final, failures, "could not be downloaded")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the `pydarknet zoo` table
+
+def _fmt(v: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+def zoo_table() -> str:
+    """One row per model: published top-1/top-5, published vs our ops (at the cfg's size), published vs our
+    weights size (MiB), whether the weights are cached; then the notes."""
+    head = ("name", "title", "input", "top-1", "top-5", "ops pub", "ops cfg", "size pub", "size cfg", "cached",
+            "note")
+    rows, notes = [], []
+    for e in _ENTRIES:
+        p = e.published
+        mark = ""
+        if p.note:
+            notes.append(f"[{len(notes) + 1}] {e.name}: {p.note}")
+            mark = f"[{len(notes)}]"
+        net = e.spec.net
+        rows.append((e.name, e.title, f"{net.width}x{net.height}", _fmt(p.top1, ".1f"), _fmt(p.top5, ".1f"),
+                     _fmt(p.bflops, "g", " Bn"), f"{e.bflops:.2f} Bn", _fmt(p.size_mb, ".1f" if p.size_mb is not None and p.size_mb < 10 else "g", " MB"),
+                     f"{e.size_mib:.2f} MiB", "yes" if is_cached(e) else "no", mark))
+    left = {0, 1, 2, 9, 10}
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+
+    def line(r):
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+
+    out = [line(head), line(tuple("-" * w for w in widths))] + [line(r) for r in rows]
+    out += ["", "ops: billions of floating point operations per image; cfg figures at the cfg's input size.",
+            f"size: published MB as printed; ours is the weights file in MiB. Cache: {cache_dir()}"]
+    if notes:
+        out += ["", "Notes:"] + notes
+    return "\n".join(out) + "\n"
+
+
+__all__ = ["Published", "ZooEntry", "cache_dir", "cached_path", "fetch_weights", "get", "is_cached",
+           "list_models", "mirrors_from_env", "verify_weights", "zoo_table"]
