@@ -86,6 +86,36 @@ def time_calls(fn, *, repeat: int, budget: float, warmup: float) -> dict:
             "samples_ms": [round(1e3 * s, 4) for s in samples], "repeats": n, "output": out}
 
 
+def cpu_idle_fraction(dt: float = 0.3) -> float | None:
+    """Fraction of the machine's CPU time that was idle over ``dt`` seconds (Linux; None elsewhere)."""
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    try:
+        i0, t0 = read()
+        time.sleep(dt)
+        i1, t1 = read()
+    except OSError:
+        return None
+    return (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_quiet(timeout: float, need: float = 0.9) -> bool:
+    """Wait (up to ``timeout`` s) until other processes leave the CPUs >= ``need`` idle; False on timeout.
+
+    Timings on a shared 2-core machine are meaningless while something else computes; this makes each
+    measurement start on a quiet machine where possible, and the JSON records where it could not.
+    """
+    t = time.perf_counter()
+    while True:
+        idle = cpu_idle_fraction()
+        if idle is None or idle >= need:
+            return True
+        if time.perf_counter() - t >= timeout:
+            return False
+
+
 # ---------------------------------------------------------------------------------------------------------
 # subprocess workers: C darknet and OpenCV
 
@@ -116,7 +146,8 @@ def _worker(args) -> None:
         if args._worker == "opencv":
             res["version"] = cv2.__version__
     except Exception as e:  # noqa: BLE001 - reported to the parent as 'unsupported' / 'error'
-        res = {"ok": False, "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"}
+        name = f"{type(e).__module__}.{type(e).__name__}".replace("builtins.", "")
+        res = {"ok": False, "error": f"{name}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"}
     with os.fdopen(out_fd, "w") as f:
         f.write(json.dumps(res) + "\n")
 
@@ -200,6 +231,13 @@ def bench_pydarknet(cfg: str, weights: str, x: np.ndarray, threads: int, args) -
     return r
 
 
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def top5(v: np.ndarray) -> list[int]:
     return [int(i) for i in np.argsort(-v, kind="stable")[:5]]
 
@@ -230,6 +268,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-opencv", action="store_true", help="skip the OpenCV baseline")
     ap.add_argument("--c-every-thread-count", action="store_true",
                     help="time C darknet at every thread count even if libdarknet has no OpenMP")
+    ap.add_argument("--quiet-wait", type=float, default=60.0,
+                    help="before each measurement wait up to this many seconds for the CPUs to be >= 90%% idle")
     ap.add_argument("--json", default=os.path.join(HERE, "results", "forward.json"), help="JSON output path")
     # internal: subprocess workers
     ap.add_argument("--_worker", choices=("darknet", "opencv"), help=argparse.SUPPRESS)
@@ -282,16 +322,23 @@ def main(argv=None) -> int:
             for t in threads:
                 t_model = time.perf_counter()
                 row: dict = {"model": name, "threads": t, "logit_scale": k, "bflops": round(spec.bflops, 3)}
+                busy = []
+                if not wait_quiet(args.quiet_wait):
+                    busy.append("pydarknet")
                 py = bench_pydarknet(cfg, weights, x, t, args)
                 c = None
                 if lib:
                     if c_openmp or args.c_every_thread_count or c_cache is None:
+                        if not wait_quiet(args.quiet_wait):
+                            busy.append("darknet")
                         c = run_worker("darknet", cfg, weights, input_path, t, args, tmp)
                         c_cache = c
                     else:
                         c = dict(c_cache, reused_from_threads=threads[0])
                 cv = None
                 if cv_version:
+                    if not wait_quiet(args.quiet_wait):
+                        busy.append("opencv")
                     cv = run_worker("opencv", cfg, weights, input_path, t, args, tmp)
                     if not cv.get("ok"):
                         cv["unsupported"] = True  # the importer refused (or failed on) this cfg
@@ -312,12 +359,14 @@ def main(argv=None) -> int:
                         tops[label] = top5(o)
                         diffs[label] = float(np.abs(o - ref).max())
                 same = all(v == tops["pydarknet"] for v in tops.values())
-                row.update(pydarknet=py, darknet=c, opencv=cv, top5=tops, top5_same=same, max_abs_diff=diffs)
+                row.update(pydarknet=py, darknet=c, opencv=cv, top5=tops, top5_same=same, max_abs_diff=diffs,
+                           busy_machine=busy, loadavg=_loadavg())
                 results.append(row)
                 print(f"[{time.perf_counter() - t_start:6.0f}s] {name} t={t}: pydarknet {fmt_ms(py)} ms, "
-                      f"darknet {fmt_ms(c)} ms, opencv {fmt_ms(cv)} ms"
-                      + (f" ({cv['error']})" if cv and not cv.get("ok") else "")
+                      f"darknet {fmt_ms(c)} ms, opencv "
+                      + (f"{fmt_ms(cv)} ({cv['error']})" if cv and not cv.get("ok") else f"{fmt_ms(cv)} ms")
                       + f", top-5 same {'y' if same else 'n'}, diff {diffs} "
+                      + (f"[machine busy during: {', '.join(busy)}] " if busy else "")
                       f"({time.perf_counter() - t_model:.0f}s)", file=sys.stderr, flush=True)
             os.remove(weights)
     elapsed = time.perf_counter() - t_start
@@ -337,6 +386,9 @@ def main(argv=None) -> int:
                    if r["opencv"] and not r["opencv"].get("ok") and r["threads"] == threads[0]]
     for m, e in unsupported:
         print(f"\nopencv unsupported: {m}: {e}")
+    busy_rows = [f"{r['model']}/{r['threads']}" for r in results if r["busy_machine"]]
+    if busy_rows:
+        print(f"\nwarning: other processes kept the CPUs busy during: {', '.join(busy_rows)} (timings suspect)")
 
     # JSON
     def clean(r):

@@ -38,7 +38,7 @@ def resolve_model(model: str | os.PathLike, weights: str | os.PathLike | None = 
 
     entry = zoo.get(os.fspath(model))
     if weights is None:
-        weights = zoo.fetch_weights(entry, mirrors=tuple(mirrors) + tuple(zoo.mirrors_from_env()),
+        weights = zoo.fetch_weights(entry, mirrors=tuple(mirrors),
                                     offline=offline, progress=progress)
     return entry.cfg_path, os.fspath(weights), entry
 

@@ -55,14 +55,23 @@ def _split_model_args(cfg: str, rest: list[str]) -> tuple[str | None, str | None
     return None, only
 
 
-def _load_classifier(args: argparse.Namespace, data):
-    """Build the network (layer table on stderr, as darknet) and the names for its outputs."""
+def _load_classifier(args: argparse.Namespace, data, engine: str = "torch"):
+    """Build the network and the names for its outputs; then print darknet's load-time output (the layer
+    table) on stderr. ``engine="numpy"`` builds the PyTorch-free one-shot engine."""
     from .api import resolve_model
-    from .network import load_network
 
     cfg, weights, entry = resolve_model(args.cfg, args.weights, mirrors=args.mirror, offline=args.offline,
                                         progress=not args.quiet)
-    net = load_network(cfg, weights or "", fuse=True)
+    if engine == "numpy" and weights:
+        from .npengine import load_numpy_network
+
+        net = load_numpy_network(cfg, weights)
+    else:
+        from .network import load_network
+
+        net = load_network(cfg, weights or "", fuse=True)
+        if args.device != "cpu":
+            net = net.to(args.device)
     if data.builtin and entry is not None and entry.labels != data.path:
         from .datacfg import builtin_data
 
@@ -72,25 +81,30 @@ def _load_classifier(args: argparse.Namespace, data):
     sys.stderr.write(net.spec.layer_table())
     if weights:
         sys.stderr.write(f"Loading weights from {weights}...Done!\n")
-    if args.device != "cpu":
-        net = net.to(args.device)
     return net, names
+
+
+def _run_network(net, batch, device: str):
+    """(N, C, H, W) float32 array -> (N, outputs) float32 array, on either engine."""
+    if hasattr(net, "parameters"):
+        import torch
+
+        with torch.inference_mode():
+            return net(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+    return net(batch)
 
 
 def _classify_one(net, names, path: str, top: int, device: str) -> None:
     import time
-
-    import torch
 
     from .image import load_image
     from .predict import darknet_line, rank
     from .preprocess import letterbox_image
 
     c, h, w = net.spec.input_shape
-    x = torch.from_numpy(letterbox_image(load_image(path), w, h))[None].to(device)
+    x = letterbox_image(load_image(path), w, h)[None]
     start = time.perf_counter()
-    with torch.inference_mode():
-        probs = net(x)[0].float().cpu().numpy()
+    probs = _run_network(net, x, device)[0]
     print(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.", file=sys.stderr)
     sys.stdout.write("".join(darknet_line(p) + "\n" for p in rank(probs, names, top)))
     sys.stdout.flush()
@@ -131,7 +145,7 @@ def _image_list(args: argparse.Namespace) -> list[str] | None:
 
 
 def _batch(net, names, paths: list[str], args: argparse.Namespace, top: int) -> int:
-    import torch
+    import numpy as np
     from tqdm import tqdm
 
     from .output import write_results
@@ -145,11 +159,7 @@ def _batch(net, names, paths: list[str], args: argparse.Namespace, top: int) -> 
     with tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
         for group in batches(prepared_images(paths, "letterbox", w, h, workers), args.batch):
             ok = [g for g in group if g[2] is not None]
-            probs = []
-            if ok:
-                x = torch.from_numpy(__import__("numpy").stack([g[2] for g in ok])).to(args.device)
-                with torch.inference_mode():
-                    probs = net(x).float().cpu().numpy()
+            probs = _run_network(net, np.stack([g[2] for g in ok]), args.device) if ok else []
             it = iter(probs)
             for _, path, arr, err in group:
                 if err is not None:
@@ -168,7 +178,13 @@ def _batch(net, names, paths: list[str], args: argparse.Namespace, top: int) -> 
 def _predict(args: argparse.Namespace, data) -> int:
     top = args.t or data.top or 1
     paths = _image_list(args)
-    net, names = _load_classifier(args, data)
+    one_shot = paths is None and args.image is not None
+    engine = args.engine
+    if engine == "auto":  # PyTorch's import costs more than a one-image forward pass on NumPy
+        engine = "numpy" if one_shot and args.device == "cpu" else "torch"
+    if engine == "numpy" and args.device != "cpu":
+        raise DarknetError("the numpy engine runs on the CPU only; use --engine torch for --device")
+    net, names = _load_classifier(args, data, engine)
     if paths is not None:
         return _batch(net, names, paths, args, top)
     if args.image is None:
@@ -204,6 +220,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="base URL to fetch zoo weights from before the published one (also $PYDARKNET_MIRROR)")
     p.add_argument("--offline", action="store_true", help="never download; use cached zoo weights only")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--engine", choices=("auto", "torch", "numpy"), default="auto",
+                   help="inference engine; auto: NumPy for a single image on the CPU (no PyTorch import), "
+                        "else PyTorch")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 

@@ -576,7 +576,8 @@ def zoo_table() -> str:
             mark = f"[{len(notes)}]"
         net = e.spec.net
         rows.append((e.name, e.title, f"{net.width}x{net.height}", _fmt(p.top1, ".1f"), _fmt(p.top5, ".1f"),
-                     _fmt(p.bflops, "g", " Bn"), f"{e.bflops:.2f} Bn", _fmt(p.size_mb, ".1f" if p.size_mb is not None and p.size_mb < 10 else "g", " MB"),
+                     _fmt(p.bflops, "g", " Bn"), f"{e.bflops:.2f} Bn",
+                     _fmt(p.size_mb, ".1f" if (p.size_mb or 0) < 10 else "g", " MB"),
                      f"{e.size_mib:.2f} MiB", "yes" if is_cached(e) else "no", mark))
     left = {0, 1, 2, 9, 10}
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]

@@ -53,7 +53,7 @@ def test_missing_cfg_and_unknown_zoo_name(tmp_path):
     assert (r.returncode, r.stdout) == (2, "")
     assert r.stderr == f"pydarknet: error: {tmp_path / 'none.cfg'}: no such cfg file\n"
     r = run("ops", "nosuchmodel")
-    assert r.returncode == 2 and "no zoo cfg named 'nosuchmodel'" in r.stderr
+    assert r.returncode == 2 and "no zoo model named 'nosuchmodel'" in r.stderr
 
 
 def test_warnings_are_one_line_each(tmp_path):
