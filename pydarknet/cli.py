@@ -208,6 +208,22 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return _predict(args, builtin_data("imagenet1k"))
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write weights made on the fly (darknet's random initialisation, seeded) for a cfg or zoo name."""
+    import torch
+
+    from .api import looks_like_cfg
+    from .network import load_network
+
+    cfg = args.cfg if looks_like_cfg(args.cfg) else _zoo_cfg_path(args.cfg)
+    torch.manual_seed(args.seed)
+    net = load_network(cfg, fuse=False)
+    net.save_weights(args.out)
+    print(f"{args.out}: {net.spec.weights_bytes} bytes of random weights for {cfg} (seed {args.seed})",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
@@ -271,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict_options(cl)
     cl.set_defaults(func=cmd_classify)
     LEAVES[("classify",)] = cl
+
+    init = sub.add_parser("init", help="write random (darknet-initialised) weights for a cfg")
+    init.add_argument("cfg", help=".cfg file or zoo model name")
+    init.add_argument("out", help="weights file to write")
+    init.add_argument("--seed", type=int, default=0)
+    init.set_defaults(func=cmd_init)
+    LEAVES[("init",)] = init
 
     zoo = sub.add_parser("zoo", help="the model zoo: published and computed figures, cached or not")
     zoo.set_defaults(func=cmd_zoo)
