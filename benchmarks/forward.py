@@ -367,7 +367,7 @@ def main(argv=None) -> int:
                       + (f"{fmt_ms(cv)} ({cv['error']})" if cv and not cv.get("ok") else f"{fmt_ms(cv)} ms")
                       + f", top-5 same {'y' if same else 'n'}, diff {diffs} "
                       + (f"[machine busy during: {', '.join(busy)}] " if busy else "")
-                      f"({time.perf_counter() - t_model:.0f}s)", file=sys.stderr, flush=True)
+                      + f"({time.perf_counter() - t_model:.0f}s)", file=sys.stderr, flush=True)
             os.remove(weights)
     elapsed = time.perf_counter() - t_start
 

@@ -208,6 +208,93 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return _predict(args, builtin_data("imagenet1k"))
 
 
+# -- classifier valid family ------------------------------------------------------------------------------
+
+
+def cmd_classifier_valid(args: argparse.Namespace) -> int:
+    """darknet's valid/valid10/validmulti/validfull/validcrop with batching, workers and reports."""
+    import time
+
+    from tqdm import tqdm
+
+    from . import validate as V
+    from .api import resolve_model
+    from .datacfg import read_data_cfg, read_label_list
+    from .network import load_network
+
+    data = read_data_cfg(args.data)
+    cfg, weights, entry = resolve_model(args.cfg, args.weights, mirrors=args.mirror, offline=args.offline,
+                                        progress=not args.quiet)
+    net = load_network(cfg, weights or "", fuse=True).to(args.device)
+    outputs = net.spec.outputs
+    classes = data.classes or outputs  # darknet would assume 2 classes without 'classes='
+    if classes > outputs:
+        raise DarknetError(f"classes={classes} but the network has {outputs} outputs", data.path)
+    k = args.t or data.top or 1
+    list_path = args.list or data.valid or "data/train.list"
+    paths, problems = V.read_image_list(list_path)
+    if args.ground_truth:
+        labels = data.load_labels() if data.labels else [str(i) for i in range(classes)]
+        label_of = V.ground_truth_labeler(args.ground_truth, labels)
+    elif args.labels_from == "folder":
+        label_of = V.folder_labeler(data.load_labels())
+    else:
+        labels = data.load_labels()
+        label_of = V.SubstringLabeler(labels[:classes])
+        for w in V.ambiguity_warnings(labels[:classes], paths, label_of):
+            print(f"pydarknet: warning: {data.labels}: {w}", file=sys.stderr)
+    names = data.load_names(outputs) if (data.names or data.builtin) else [str(i) for i in range(outputs)]
+    sys.stderr.write(net.spec.layer_table())
+    if weights:
+        sys.stderr.write(f"Loading weights from {weights}...Done!\n")
+    for p in problems:
+        print(f"pydarknet: warning: {p}", file=sys.stderr)
+
+    workers = default_workers() if args.workers is None else args.workers
+    outcomes = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr, dynamic_ncols=True)
+
+    def on_image(o, m):
+        outcomes.append(o)
+        if o.error is not None:
+            tqdm.write(f"pydarknet: error: {o.error}", file=sys.stderr)
+        else:
+            if args.verb == "valid":
+                print(o.darknet_line())
+            print(m.running_line())
+        bar.update(1)
+        if m.read:
+            bar.set_postfix_str(f"top-1 {m.top1_acc:.4f} top-{k} {m.topk_acc:.4f}", refresh=False)
+
+    try:
+        metrics = V.run_validation(net, paths, mode=args.verb, label_of=label_of, classes=classes, k=k,
+                                   batch=args.batch, workers=workers, device=args.device, on_image=on_image)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    skipped = metrics.skipped + len(problems)
+    summary = {"mode": args.verb, "cfg": cfg, "weights": weights, "list": list_path, "images_listed": len(paths),
+               "images_read": metrics.read, "skipped": skipped, "unlabelled": metrics.unlabelled,
+               "top1": metrics.top1_acc, f"top{k}": metrics.topk_acc, "k": k, "classes": classes,
+               "seconds": seconds, "images_per_second": metrics.read / seconds if seconds else None,
+               "device": args.device, "batch": args.batch, "workers": workers}
+    if args.out:
+        from .reports import write_reports
+
+        for path in write_reports(args.out, metrics, outcomes, names, summary):
+            print(f"pydarknet: wrote {path}", file=sys.stderr)
+    print(f"pydarknet: {metrics.read} images read, {skipped} skipped; top-1 {metrics.top1_acc:.6f}, "
+          f"top-{k} {metrics.topk_acc:.6f}; {metrics.read / seconds:.1f} images/s", file=sys.stderr)
+    return EXIT_SKIPPED if skipped else 0
+
+
+def default_workers() -> int:
+    from .pipeline import default_workers as dw
+
+    return dw()
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Write weights made on the fly (darknet's random initialisation, seeded) for a cfg or zoo name."""
     import torch
@@ -294,6 +381,25 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--seed", type=int, default=0)
     init.set_defaults(func=cmd_init)
     LEAVES[("init",)] = init
+
+    for verb in ("valid", "valid10", "validmulti", "validfull", "validcrop"):
+        va = verbs.add_parser(verb, help=f"darknet's {verb}: top-1/top-K over the data file's valid list",
+                              usage=f"pydarknet classifier {verb} DATA CFG [WEIGHTS] [options]")
+        va.add_argument("data", help="darknet .data file (valid=, labels=, classes=, top=)")
+        va.add_argument("cfg", help=".cfg file or zoo model name")
+        va.add_argument("weights", nargs="?", help="weights file (zoo models: fetched)")
+        va.add_argument("-t", type=int, default=0, metavar="K", help="top K (default: the data file's top)")
+        va.add_argument("--list", help="image list to use instead of the data file's valid=")
+        va.add_argument("--labels-from", choices=("substring", "folder"), default="substring",
+                        help="substring: darknet's rule (a label found in the path); folder: the image's directory")
+        va.add_argument("--ground-truth", metavar="FILE", help="IMAGE LABEL lines giving each image's class")
+        va.add_argument("--batch", type=int, default=32, help="network inputs per forward pass")
+        va.add_argument("--workers", type=int, default=None, help="decoding processes")
+        va.add_argument("--out", metavar="DIR", help="write summary.json, predictions.csv, per_class.csv, "
+                                                    "confusion.csv/.png, confused_pairs.txt here")
+        _add_model_options(va)
+        va.set_defaults(func=cmd_classifier_valid, verb=verb)
+        LEAVES[("classifier", verb)] = va
 
     zoo = sub.add_parser("zoo", help="the model zoo: published and computed figures, cached or not")
     zoo.set_defaults(func=cmd_zoo)

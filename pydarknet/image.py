@@ -58,7 +58,7 @@ def decode_rgb8(path: str | os.PathLike) -> np.ndarray:
                 raise DarknetError(f"{name} images are not supported (convert it to PNG)", path) from None
         raise DarknetError("unknown image type (not JPEG, PNG, BMP, GIF, TGA, PSD or PNM)", path) from None
     except OSError as e:
-        raise DarknetError(f"cannot read image: {e}", path) from None
+        raise DarknetError(f"cannot decode image: {e}", path) from None
     with im:
         if im.format not in STB_FORMATS:
             raise DarknetError(f"{im.format} images are not read by darknet (use JPEG, PNG, BMP, GIF, TGA, "

@@ -12,13 +12,14 @@ from .errors import DarknetError
 from .image import load_image
 from .preprocess import PREPROCESS
 
-Prepared = tuple[int, str, "np.ndarray | None", "str | None"]  # (position, path, CHW array, error)
+Prepared = tuple[int, str, "np.ndarray | None", "str | None"]  # (position, path, CHW array(s), error)
 
 
-def _prepare(args: tuple[int, str, str, int, int]) -> Prepared:
-    i, path, mode, w, h = args
+def _prepare(args: tuple[int, str, Callable | str, int, int]) -> Prepared:
+    i, path, fn, w, h = args
+    fn = PREPROCESS[fn] if isinstance(fn, str) else fn
     try:
-        return i, path, PREPROCESS[mode](load_image(path), w, h), None
+        return i, path, fn(load_image(path), w, h), None
     except DarknetError as e:
         return i, path, None, str(e)
     except Exception as e:  # a decoder bug must not stop a batch run: report it against the file
@@ -29,10 +30,12 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 1)))
 
 
-def prepared_images(paths: Iterable[str], mode: str, w: int, h: int, workers: int = 0,
-                    transform: Callable | None = None) -> Iterator[Prepared]:
-    """Yield (position, path, array or None, error or None) for each path, in input order."""
-    jobs = ((i, p, mode, w, h) for i, p in enumerate(paths))
+def prepared_images(paths: Iterable[str], fn: Callable | str, w: int, h: int, workers: int = 0) -> Iterator[Prepared]:
+    """Yield (position, path, fn(image, w, h) or None, error or None) for each path, in input order.
+
+    ``fn`` is a preprocessing name (see ``preprocess.PREPROCESS``) or a module-level function (it travels
+    to the worker processes by reference)."""
+    jobs = ((i, p, fn, w, h) for i, p in enumerate(paths))
     if workers <= 0:
         yield from map(_prepare, jobs)
         return

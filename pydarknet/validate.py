@@ -1,0 +1,304 @@
+"""darknet's ``classifier valid`` family (``examples/classifier.c`` validate_classifier_*), batched, with
+reports darknet never had.
+
+Modes, each a function from the decoded image to the network inputs whose probabilities are summed:
+  valid       center_crop_image to the network size (prints darknet's per-image line and running line)
+  valid10     the image squashed to (w+32)x(h+32); crops at (-32,-32), (32,-32), (0,0), (-32,32), (32,32),
+              then the same on the mirrored image (crop_image repeats the border outside the image)
+  validmulti  resize_min to 224, 288, 320, 352, 384, each also mirrored (the network resized per input)
+  validfull   resize_min to the network width, the whole image (the network resized per image)
+  validcrop   the image squashed to the network size (darknet's OLD_CLASSIFICATION_DATA loading)
+
+An image's label is, by default, darknet's rule: the first entry of the ``labels`` list (in list order) that
+occurs anywhere in its path (strstr); -1 when none does (counted as wrong, as darknet does). Alternatives:
+the image's directory name (``labels_from="folder"``) or a ground-truth file.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .datacfg import read_label_list
+from .errors import DarknetError
+from .predict import top_k
+from .preprocess import center_crop_image, crop_image, flip_image, resize_image, resize_min
+
+F32 = np.float32
+MULTI_SCALES = (224, 288, 320, 352, 384)
+VALID10_SHIFT = 32
+
+
+def _squash(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """load_image_color(path, w, h): resize_image only when the size differs."""
+    return im if im.shape[1:] == (h, w) else resize_image(im, w, h)
+
+
+def views_valid(im, w, h):
+    return [center_crop_image(im, w, h)]
+
+
+def views_valid10(im, w, h):
+    s = VALID10_SHIFT
+    big = _squash(im, w + s, h + s)
+    offsets = ((-s, -s), (s, -s), (0, 0), (-s, s), (s, s))
+    crops = [crop_image(big, dx, dy, w, h) for dx, dy in offsets]
+    flipped = flip_image(big)
+    return crops + [crop_image(flipped, dx, dy, w, h) for dx, dy in offsets]
+
+
+def views_validmulti(im, w, h):
+    out = []
+    for scale in MULTI_SCALES:
+        r = resize_min(im, scale)
+        out += [r, flip_image(r)]
+    return out
+
+
+def views_validfull(im, w, h):
+    return [resize_min(im, w)]
+
+
+def views_validcrop(im, w, h):
+    return [_squash(im, w, h)]
+
+
+MODES = {"valid": views_valid, "valid10": views_valid10, "validmulti": views_validmulti,
+         "validfull": views_validfull, "validcrop": views_validcrop}
+RESIZES_NETWORK = {"validmulti", "validfull"}
+
+
+# -- labels -------------------------------------------------------------------------------------------
+
+
+class SubstringLabeler:
+    """darknet's rule: the lowest-index label that occurs in the path. One regex scan per path: at each
+    position the alternation tries labels in list order, so the first hit there is the lowest index."""
+
+    def __init__(self, labels: list[str]):
+        self.labels = labels
+        usable = [(i, lab) for i, lab in enumerate(labels) if lab]
+        self._index = {lab: i for i, lab in reversed(usable)}
+        self._re = re.compile("(?=(" + "|".join(re.escape(lab) for _, lab in usable) + "))") if usable else None
+
+    def found(self, path: str) -> set[int]:
+        if self._re is None:
+            return set()
+        return {self._index[m.group(1)] for m in self._re.finditer(path)}
+
+    def __call__(self, path: str) -> int:
+        hits = self.found(path)
+        return min(hits) if hits else -1
+
+
+def ambiguity_warnings(labels: list[str], paths: list[str], labeler: SubstringLabeler, limit: int = 3) -> list[str]:
+    """The traps of darknet's substring rule: a label inside another label, a label inside a directory that
+    every image shares, and paths in which several labels occur."""
+    warnings = []
+    inside = [(a, b) for a in labels for b in labels if a and a != b and a in b]
+    if inside:
+        ex = ", ".join(f"'{a}' in '{b}'" for a, b in inside[:limit])
+        warnings.append(f"{len(inside)} label(s) occur inside another label ({ex}): darknet gives such images "
+                        "the label listed first")
+    if paths:
+        common = os.path.dirname(os.path.commonprefix(paths))
+        shared = sorted(labeler.found(common))
+        if shared:
+            warnings.append(f"label '{labels[shared[0]]}' occurs in the directory '{common}' that every image "
+                            "shares: darknet's substring rule gives every image that label")
+            return warnings
+    multi = [p for p in paths if len(labeler.found(p)) > 1]
+    if multi:
+        warnings.append(f"{len(multi)} image path(s) contain more than one label (e.g. {multi[0]}); darknet takes "
+                        "the label listed first")
+    return warnings
+
+
+def folder_labeler(labels: list[str]):
+    """ImageFolder-style: the image's parent directory name is its label (exact match)."""
+    index = {lab: i for i, lab in reversed(list(enumerate(labels)))}
+    return lambda path: index.get(os.path.basename(os.path.dirname(os.path.abspath(path))), -1)
+
+
+def ground_truth_labeler(path: str, labels: list[str]):
+    """A file of ``IMAGE LABEL`` lines (whitespace or comma separated; LABEL a label string of the list or an
+    index into it). IMAGE matches an image's full path or its file name."""
+    index = {lab: i for i, lab in reversed(list(enumerate(labels)))}
+    truth: dict[str, int] = {}
+    text = read_label_list(path)
+    for n, line in enumerate(text, start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = re.split(r"[,\s]+", line)
+        if len(parts) < 2:
+            raise DarknetError(f"expected 'IMAGE LABEL', got {line!r}", path, line=n)
+        name, lab = parts[0], parts[-1]
+        if lab in index:
+            truth[name] = index[lab]
+        elif lab.lstrip("-").isdigit() and 0 <= int(lab) < len(labels):
+            truth[name] = int(lab)
+        else:
+            raise DarknetError(f"label {lab!r} is neither in the labels list nor an index into it", path, line=n)
+    return lambda p: truth.get(p, truth.get(os.path.basename(p), -1))
+
+
+# -- running metrics ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Metrics:
+    """Counts as darknet keeps them (avg_acc, avg_topk over images read), plus per-class and confusion."""
+    classes: int
+    k: int
+    read: int = 0
+    top1: int = 0
+    topk: int = 0
+    skipped: int = 0
+    unlabelled: int = 0
+    per_class_n: np.ndarray = field(default=None)  # type: ignore[assignment]
+    per_class_top1: np.ndarray = field(default=None)  # type: ignore[assignment]
+    per_class_topk: np.ndarray = field(default=None)  # type: ignore[assignment]
+    confusion: dict = field(default_factory=dict)  # (true, predicted) -> count
+
+    def __post_init__(self):
+        self.per_class_n = np.zeros(self.classes, np.int64)
+        self.per_class_top1 = np.zeros(self.classes, np.int64)
+        self.per_class_topk = np.zeros(self.classes, np.int64)
+
+    def add(self, label: int, ranked: list[int]) -> None:
+        self.read += 1
+        hit1 = bool(ranked) and ranked[0] == label
+        hitk = label in ranked
+        self.top1 += hit1
+        self.topk += hitk
+        if label < 0 or label >= self.classes:
+            self.unlabelled += 1
+            return
+        self.per_class_n[label] += 1
+        self.per_class_top1[label] += hit1
+        self.per_class_topk[label] += hitk
+        key = (label, ranked[0])
+        self.confusion[key] = self.confusion.get(key, 0) + 1
+
+    def running_line(self) -> str:
+        """``%d: top 1: %f, top %d: %f`` with darknet's float arithmetic (float sum / int)."""
+        n = F32(self.read)
+        return (f"{self.read - 1}: top 1: {float(F32(self.top1) / n):f}, "
+                f"top {self.k}: {float(F32(self.topk) / n):f}")
+
+    @property
+    def top1_acc(self) -> float:
+        return self.top1 / self.read if self.read else float("nan")
+
+    @property
+    def topk_acc(self) -> float:
+        return self.topk / self.read if self.read else float("nan")
+
+
+def summed_probabilities(probs: np.ndarray, classes: int) -> np.ndarray:
+    """axpy_cpu over the views in order, in float32, first ``classes`` entries (darknet's pred buffer)."""
+    pred = np.zeros(classes, F32)
+    for p in probs:
+        pred += p[:classes].astype(F32)
+    return pred
+
+
+def rank_classes(pred: np.ndarray, k: int) -> list[int]:
+    return top_k(pred, k)
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One image's result: its label, ranked classes and their summed probabilities (or why it was skipped)."""
+    path: str
+    label: int
+    ranked: tuple[int, ...] = ()
+    probs: tuple[float, ...] = ()  # of the ranked classes
+    first_two: tuple[float, float] = (0.0, 0.0)  # pred[0], pred[1]: what darknet's valid line prints
+    error: str | None = None
+
+    def darknet_line(self) -> str:
+        """validate_classifier_single's per-image line."""
+        return f"{self.path}, {self.label}, {self.first_two[0]:f}, {self.first_two[1]:f}, "
+
+
+def read_image_list(path: str) -> tuple[list[str], list[str]]:
+    """The ``valid`` list: paths, and one problem line for each empty line (skipped). CRLF is fine."""
+    lines = read_label_list(path)
+    paths, problems = [], []
+    for n, line in enumerate(lines, start=1):
+        if line.strip():
+            paths.append(line.strip())
+        elif n < len(lines):  # a blank last line is just the file's end
+            problems.append(f"{path}:{n}: empty line, skipped")
+    return paths, problems
+
+
+def _forward(net, arrays: list[np.ndarray], device: str) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return net(torch.from_numpy(np.stack(arrays)).to(device)).float().cpu().numpy()
+
+
+def run_validation(net, paths: list[str], *, mode: str, label_of, classes: int, k: int, batch: int = 32,
+                   workers: int = 0, device: str = "cpu", on_image=None):
+    """Validate ``net`` on ``paths``; call ``on_image(outcome, metrics)`` after each image, in list order.
+
+    Views of fixed size are batched across images (``batch`` network inputs per forward pass); modes that
+    resize the network run each view at its own size."""
+    from .pipeline import prepared_images
+
+    if mode not in MODES:
+        raise DarknetError(f"unknown validation mode {mode!r}")
+    c, h, w = net.spec.input_shape
+    if mode in RESIZES_NETWORK and any(s.kind in ("connected", "crop") for s in net.spec.layers):
+        raise DarknetError(f"{mode} resizes the network per image, which needs a fully convolutional network "
+                           "(this one has connected or crop layers)", net.spec.path)
+    metrics = Metrics(classes=classes, k=k)
+    pending: list = []  # prepared images waiting for a batched forward pass
+
+    def flush():
+        views = [v for _, _, arrs, _ in pending if arrs is not None for v in arrs]
+        out = _forward(net, views, device) if views else np.zeros((0, 0), F32)
+        pos = 0
+        for _, path, arrs, err in pending:
+            label = label_of(path)
+            if err is not None:
+                metrics.skipped += 1
+                outcome = ImageOutcome(path, label, error=err)
+            else:
+                probs = out[pos: pos + len(arrs)]
+                pos += len(arrs)
+                outcome = _outcome(path, label, probs)
+            if on_image:
+                on_image(outcome, metrics)
+        pending.clear()
+
+    def _outcome(path, label, probs):
+        pred = summed_probabilities(probs, classes)
+        ranked = rank_classes(pred, k)
+        metrics.add(label, ranked)
+        return ImageOutcome(path, label, tuple(ranked), tuple(float(pred[i]) for i in ranked),
+                            (float(pred[0]), float(pred[1]) if classes > 1 else 0.0))
+
+    for item in prepared_images(paths, MODES[mode], w, h, workers):
+        _, path, arrs, err = item
+        if mode in RESIZES_NETWORK and arrs is not None:
+            flush()
+            probs = np.concatenate([_forward(net, [v], device) for v in arrs])
+            outcome = _outcome(path, label_of(path), probs)
+            if on_image:
+                on_image(outcome, metrics)
+            continue
+        pending.append(item)
+        if sum(len(a) for _, _, a, _ in pending if a is not None) >= batch:
+            flush()
+    flush()
+    return metrics
