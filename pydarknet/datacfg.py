@@ -38,13 +38,13 @@ class DataConfig:
 
     def load_names(self, outputs: int | None = None) -> list[str]:
         """The class names, checked to cover ``outputs`` classes."""
-        return read_label_list(self.names_file, minimum=outputs, source=self.path, skip_comments=self.builtin)
+        return read_label_list(self.names_file, minimum=outputs, source=self.path)
 
     def load_labels(self) -> list[str]:
         """The label strings matched against image paths (classifier valid/train)."""
         if not self.labels:
             raise DarknetError("has no 'labels=' list", self.path)
-        return read_label_list(self.labels, minimum=self.classes, source=self.path, skip_comments=self.builtin)
+        return read_label_list(self.labels, minimum=self.classes, source=self.path)
 
 
 _INT_KEYS = ("classes", "top")
@@ -85,8 +85,7 @@ def builtin_data(name: str) -> DataConfig:
                       labels=os.path.join(LABELS_DIR, labels), top=5, builtin=True)
 
 
-def read_label_list(path: str, *, minimum: int | None = None, source: str | None = None,
-                    skip_comments: bool = False) -> list[str]:
+def read_label_list(path: str, *, minimum: int | None = None, source: str | None = None) -> list[str]:
     """One label per line (CRLF tolerated). ``minimum``: the list must have at least that many entries."""
     try:
         text = read_text(path, "label list")
@@ -97,8 +96,6 @@ def read_label_list(path: str, *, minimum: int | None = None, source: str | None
     names = [line.rstrip("\r") for line in text.split("\n")]
     if names and names[-1] == "":
         names.pop()
-    if skip_comments:
-        names = [n for n in names if not n.startswith("#")]
     if minimum is not None and len(names) < minimum:
         raise DarknetError(f"has {len(names)} names but the network has {minimum} classes", path)
     return names
