@@ -311,6 +311,38 @@ def cmd_imagenet_prepare_val(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if missing else 0
 
 
+def cmd_classifier_train(args: argparse.Namespace) -> int:
+    from .train import TrainSettings, train
+
+    final = train(TrainSettings(data=args.data, cfg=args.cfg, weights=args.weights, clear=args.clear,
+                                resume=args.resume, device=args.device, workers=args.workers,
+                                backup_every=args.backup_every, valid_every=args.valid_every,
+                                valid_images=args.valid_images, chart_every=args.chart_every,
+                                max_batches=args.max_batches, labels_from=args.labels_from,
+                                ground_truth=args.ground_truth, amp=not args.no_amp, seed=args.seed,
+                                quiet=args.quiet, threads=args.threads))
+    if final and os.path.exists(final):
+        print(f"pydarknet: wrote {final}", file=sys.stderr)
+    return 0
+
+
+def cmd_partial(args: argparse.Namespace) -> int:
+    """darknet's partial: the first N layers' weights of CFG from WEIGHTS into OUT, with seen reset to 0."""
+    from .specs import load_specs
+    from .weights import read_weights, write_weights
+
+    spec = load_specs(args.cfg)
+    if not 0 < args.n <= len(spec.layers):
+        raise DarknetError(f"N={args.n}: the cfg has {len(spec.layers)} layers", args.cfg)
+    _, params = read_weights(args.weights, spec, upto=args.n)
+    from dataclasses import replace
+
+    cut = replace(spec, layers=spec.layers[: args.n])
+    write_weights(args.out, cut, params, seen=0)
+    print(f"{args.out}: the first {args.n} layers of {args.weights} ({cut.weights_bytes} bytes)", file=sys.stderr)
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Write weights made on the fly (darknet's random initialisation, seeded) for a cfg or zoo name."""
     import torch
@@ -430,6 +462,38 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("-q", "--quiet", action="store_true")
     pv.set_defaults(func=cmd_imagenet_prepare_val)
     LEAVES[("imagenet", "prepare-val")] = pv
+
+    tr = verbs.add_parser("train", help="train from the cfg's [net] (darknet's classifier train)",
+                          usage="pydarknet classifier train DATA CFG [WEIGHTS] [-clear] [options]")
+    tr.add_argument("data", help="darknet .data file (train=, labels=, classes=, backup=, valid=)")
+    tr.add_argument("cfg", help="the network's .cfg")
+    tr.add_argument("weights", nargs="?", help="start from these weights (a .backup file resumes)")
+    tr.add_argument("-clear", "--clear", action="store_true", help="reset seen images and the batch count")
+    tr.add_argument("--resume", action="store_true", help="continue from <backup>/<cfg>.backup if present")
+    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--workers", type=int, default=2, help="data loading processes")
+    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    tr.add_argument("--max-batches", type=int, default=None, help="override [net] max_batches")
+    tr.add_argument("--backup-every", type=int, default=1000, help="write <cfg>.backup every N batches")
+    tr.add_argument("--valid-every", type=int, default=0, help="validate on the data file's valid list every N")
+    tr.add_argument("--valid-images", type=int, default=0, help="validate on the first N images only")
+    tr.add_argument("--chart-every", type=int, default=20, help="redraw <backup>/<cfg>.chart.png every N")
+    tr.add_argument("--labels-from", choices=("substring", "folder"), default="substring")
+    tr.add_argument("--ground-truth", metavar="FILE")
+    tr.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("-q", "--quiet", action="store_true")
+    tr.set_defaults(func=cmd_classifier_train)
+    LEAVES[("classifier", "train")] = tr
+
+    pa = sub.add_parser("partial", help="keep the first N layers of a weights file (darknet's partial)",
+                        usage="pydarknet partial CFG WEIGHTS OUT N")
+    pa.add_argument("cfg")
+    pa.add_argument("weights")
+    pa.add_argument("out")
+    pa.add_argument("n", type=int)
+    pa.set_defaults(func=cmd_partial)
+    LEAVES[("partial",)] = pa
 
     zoo = sub.add_parser("zoo", help="the model zoo: published and computed figures, cached or not")
     zoo.set_defaults(func=cmd_zoo)

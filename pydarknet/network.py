@@ -37,7 +37,9 @@ class Network(nn.Module):
         self.header = Header()
 
     # -- inference ------------------------------------------------------------------------------------
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, logits: bool = False) -> Tensor:
+        if logits:  # training: the input of the last softmax (DistributedDataParallel calls forward)
+            return self.forward_logits(x)
         c, h, w = self.spec.input_shape
         if x.dim() != 4 or x.shape[1] != c or (self._fixed_size and tuple(x.shape[2:]) != (h, w)):
             want = f"(N, {c}, {h}, {w})" if self._fixed_size else f"(N, {c}, H, W)"
@@ -50,6 +52,23 @@ class Network(nn.Module):
             if i == self._out:
                 break
         return x.reshape(x.shape[0], -1)
+
+    def forward_logits(self, x: Tensor) -> Tensor:
+        """The input of the last [softmax] layer, (N, inputs): what training's cross-entropy works on."""
+        last = self.softmax_index
+        cache: list = [None] * len(self._seq)
+        for i, layer in enumerate(self._seq[:last]):
+            x = layer(x, cache)
+            if self._keep[i]:
+                cache[i] = x
+        return x.reshape(x.shape[0], -1)
+
+    @property
+    def softmax_index(self) -> int:
+        for s in reversed(self.spec.layers):
+            if s.kind == "softmax":
+                return s.index
+        raise ValueError(f"{self.spec.path} has no [softmax] layer to train a classifier with")
 
     def forward_all(self, x: Tensor) -> list[Tensor]:
         """Every layer's output (for conformance checks against darknet's per-layer dumps)."""

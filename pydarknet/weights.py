@@ -171,3 +171,31 @@ def write_weights(path: str | os.PathLike, net: NetSpec, params: Params, *, seen
     read -> write of such a file is byte-identical)."""
     header = header or Header(0, 2, 0, seen)
     atomic_write(path, weights_bytes(net, params, header))
+
+
+def read_weights_new_head(path: str | os.PathLike, net: NetSpec) -> tuple[Header, Params, str | None]:
+    """Like ``read_weights``, but a file whose last weighted layer has another class count (fine-tuning a
+    model to a new dataset) loads everything before that layer; the message says what was left out."""
+    try:
+        header, params = read_weights(path, net)
+        return header, params, None
+    except DarknetError as original:
+        weighted = [s for s in net.layers if s.layout()]
+        if not weighted:
+            raise
+        last = weighted[-1]
+        path = os.fspath(path)
+        size = os.path.getsize(path) if os.path.isfile(path) else -1
+        with open(path, "rb") as f:
+            header = parse_header(f.read(20), path)
+        before = expected_bytes(net, header, upto=last.index)
+        per_class = sum(_count(s) for _, s in _loaded(last)) // (last.filters if last.kind == "convolutional"
+                                                                 else last.output)
+        rest = size - before
+        if rest <= 0 or rest % (4 * per_class):
+            raise original from None
+        classes = rest // (4 * per_class)
+        header, params = read_weights(path, net, upto=last.index)
+        mine = last.filters if last.kind == "convolutional" else last.output
+        return header, params, (f"{path}: layer {last.index}: the file's {last.kind} layer has {classes} outputs, "
+                                f"the cfg's {mine}: it keeps its fresh initialisation (fine-tuning a new head)")

@@ -1,0 +1,127 @@
+"""darknet's training-time augmentation for classifiers (``src/data.c`` load_image_augment_paths,
+``src/image.c`` random_augment_image, rotate_crop_image, bilinear_interpolate, random_distort_image), on
+(C, H, W) float32 arrays with a NumPy random Generator in place of C's rand()."""
+from __future__ import annotations
+
+import numpy as np
+
+F32 = np.float32
+
+
+def rand_scale(rng: np.random.Generator, s: float) -> float:
+    """rand_scale (src/utils.c): a factor in [1, s], inverted half of the time."""
+    scale = rng.uniform(1, s) if s >= 1 else rng.uniform(s, 1)
+    return scale if rng.integers(2) else 1.0 / scale
+
+
+def bilinear_sample(im: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """bilinear_interpolate (src/image.c) at float positions; pixels outside the image count as 0
+    (get_pixel_extend)."""
+    c, h, w = im.shape
+    ix, iy = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    dx, dy = (x - ix).astype(F32), (y - iy).astype(F32)
+
+    def px(xx, yy):
+        inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+        v = im[:, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
+        return np.where(inside, v, F32(0))
+
+    return ((1 - dy) * (1 - dx) * px(ix, iy) + dy * (1 - dx) * px(ix, iy + 1)
+            + (1 - dy) * dx * px(ix + 1, iy) + dy * dx * px(ix + 1, iy + 1)).astype(F32)
+
+
+def rotate_crop_image(im: np.ndarray, rad: float, s: float, w: int, h: int, dx: float, dy: float,
+                      aspect: float) -> np.ndarray:
+    """rotate_crop_image (src/image.c): a w x h view rotated by ``rad``, scaled by ``s``, shifted (dx, dy)."""
+    _, ih, iw = im.shape
+    cx, cy = iw / 2.0, ih / 2.0
+    xs = (np.arange(w) - w / 2.0) / s * aspect + dx / s * aspect
+    ys = (np.arange(h) - h / 2.0) / s + dy / s
+    X, Y = np.meshgrid(xs, ys)
+    rx = np.cos(rad) * X - np.sin(rad) * Y + cx
+    ry = np.sin(rad) * X + np.cos(rad) * Y + cy
+    return bilinear_sample(im, rx, ry)
+
+
+def random_augment_image(im: np.ndarray, rng: np.random.Generator, angle: float, aspect: float, low: int,
+                         high: int, size: int) -> np.ndarray:
+    """random_augment_image (src/image.c): random aspect, a random shorter side in [low, high], a random
+    rotation within +-angle degrees and a random offset, cropped to size x size."""
+    _, ih, iw = im.shape
+    aspect = rand_scale(rng, aspect)
+    r = int(rng.integers(low, high + 1)) if high > low else low
+    shorter = min(ih, iw * aspect)
+    scale = r / shorter
+    rad = rng.uniform(-angle, angle) * 2 * np.pi / 360.0 if angle else 0.0
+    dx = (iw * scale / aspect - size) / 2.0
+    dy = (ih * scale - size) / 2.0
+    dx = rng.uniform(-dx, dx) if dx else 0.0
+    dy = rng.uniform(-dy, dy) if dy else 0.0
+    return rotate_crop_image(im, rad, scale, size, size, dx, dy, aspect)
+
+
+def rgb_to_hsv(im: np.ndarray) -> np.ndarray:
+    """rgb_to_hsv (src/image.c): h in [0, 1), s, v in [0, 1]."""
+    r, g, b = im
+    mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+    delta = mx - mn
+    v = mx
+    s = np.where(mx > 0, delta / np.where(mx > 0, mx, 1), 0)
+    safe = np.where(delta > 0, delta, 1)
+    h = np.where(r == mx, (g - b) / safe, np.where(g == mx, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    h = np.where(delta > 0, h, 0)
+    h = np.where(h < 0, h + 6, h) / 6
+    return np.stack([h, s, v]).astype(F32)
+
+
+def hsv_to_rgb(im: np.ndarray) -> np.ndarray:
+    """hsv_to_rgb (src/image.c)."""
+    h, s, v = im
+    h6 = h * 6
+    index = np.floor(h6).astype(np.int64) % 6
+    f = h6 - np.floor(h6)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    choices_r = [v, q, p, p, t, v]
+    choices_g = [t, v, v, q, p, p]
+    choices_b = [p, p, t, v, v, q]
+    r = np.choose(index, choices_r)
+    g = np.choose(index, choices_g)
+    b = np.choose(index, choices_b)
+    gray = s == 0
+    return np.stack([np.where(gray, v, r), np.where(gray, v, g), np.where(gray, v, b)]).astype(F32)
+
+
+def distort_image(im: np.ndarray, hue: float, sat: float, val: float) -> np.ndarray:
+    """distort_image (src/image.c): shift hue (wrapping), scale saturation and value, clip to [0, 1]."""
+    hsv = rgb_to_hsv(im)
+    hsv[1] *= sat
+    hsv[2] *= val
+    hsv[0] += hue
+    hsv[0] = np.where(hsv[0] > 1, hsv[0] - 1, np.where(hsv[0] < 0, hsv[0] + 1, hsv[0]))
+    return np.clip(hsv_to_rgb(hsv), 0, 1)
+
+
+def random_distort_image(im: np.ndarray, rng: np.random.Generator, hue: float, saturation: float,
+                         exposure: float) -> np.ndarray:
+    """random_distort_image (src/image.c)."""
+    dhue = rng.uniform(-hue, hue) if hue else 0.0
+    dsat = rand_scale(rng, saturation)
+    dexp = rand_scale(rng, exposure)
+    if dhue == 0 and dsat == 1 and dexp == 1:
+        return im
+    return distort_image(im, dhue, dsat, dexp)
+
+
+def augment(im: np.ndarray, rng: np.random.Generator, *, size: int, min_crop: int, max_crop: int, angle: float,
+            aspect: float, hue: float, saturation: float, exposure: float, center: bool = False) -> np.ndarray:
+    """One training image as load_image_augment_paths makes it: crop (random or centred), random flip,
+    random colour distortion."""
+    if center:
+        from .preprocess import center_crop_image
+
+        crop = center_crop_image(im, size, size)
+    else:
+        crop = random_augment_image(im, rng, angle, aspect, min_crop, max_crop, size)
+    if rng.integers(2):
+        crop = crop[:, :, ::-1]
+    return np.ascontiguousarray(random_distort_image(crop, rng, hue, saturation, exposure), dtype=F32)
