@@ -269,7 +269,7 @@ class NetOptions:
     eps: float
 
 
-POLICIES = ("constant", "step", "steps", "exp", "poly", "sig", "random")
+POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random")  # get_policy
 
 
 def _parse_net(s: Section, width: int | None, height: int | None) -> NetOptions:
@@ -302,9 +302,9 @@ def _parse_net(s: Section, width: int | None, height: int | None) -> NetOptions:
         if len(steps_l) != len(scales_l):
             raise s.error(f"[net] {len(steps_l)} steps but {len(scales_l)} scales", "scales")
         steps, scales = tuple(steps_l), tuple(scales_l)
-    elif policy in ("exp", "sig"):
+    elif policy in ("exp", "sigmoid"):
         gamma = s.get_float("gamma", 1.0)
-        if policy == "sig":
+        if policy == "sigmoid":
             step = s.get_int("step", 1)
     max_crop = s.get_int("max_crop", w * 2)
     min_crop = s.get_int("min_crop", w)

@@ -27,33 +27,47 @@ from .specs import NetOptions
 def learning_rate(net: NetOptions, batch_num: int, rng: random.Random | None = None) -> float:
     """get_current_rate (src/network.c) as a pure function of the batch number.
 
-    NOTE: matches darknet: burn-in ``rate*(batch/burn_in)^power`` first; then the policy. ``random`` draws
-    from ``rng``."""
-    lr = net.learning_rate
+    NOTE: matches darknet, including its float32 arithmetic: burn-in ``rate*(batch/burn_in)^power`` first;
+    then the policy. ``random`` draws from ``rng``."""
+    f = np.float32
+    lr = f(net.learning_rate)
+
+    def out(x) -> float:
+        return float(f(x))
+
     if batch_num < net.burn_in:
-        return lr * math.pow(batch_num / net.burn_in, net.power)
+        return out(lr * math.pow(f(batch_num) / f(net.burn_in), f(net.power)))
     policy = net.policy
     if policy == "constant":
-        return lr
+        return out(lr)
     if policy == "step":
-        return lr * math.pow(net.scale, batch_num // net.step)
+        return out(lr * math.pow(f(net.scale), batch_num // net.step))
     if policy == "steps":
         rate = lr
         for step, scale in zip(net.steps, net.scales):
             if step > batch_num:
-                return rate
-            rate *= scale
-        return rate
+                return out(rate)
+            rate = f(rate * f(scale))
+        return out(rate)
     if policy == "exp":
-        return lr * math.pow(net.gamma, batch_num)
+        return out(lr * math.pow(f(net.gamma), batch_num))
     if policy == "poly":
         if not net.max_batches:
-            return lr
-        return lr * math.pow(max(0.0, 1 - batch_num / net.max_batches), net.power)
+            return out(lr)
+        try:  # past max_batches the base is negative, as in darknet (C's pow gives NaN for a fractional power)
+            return out(lr * math.pow(f(1) - f(batch_num) / f(net.max_batches), f(net.power)))
+        except ValueError:
+            return math.nan
     if policy == "random":
-        return lr * math.pow((rng or random).uniform(0, 1), net.power)
-    if policy == "sig":
-        return lr * (1.0 / (1.0 + math.exp(net.gamma * (batch_num - net.step))))
+        return out(lr * math.pow((rng or random).uniform(0, 1), f(net.power)))
+    if policy == "sigmoid":
+        # NOTE: darknet subtracts in size_t, so before ``step`` the difference wraps to about 2^64: the rate is
+        # then 0 for gamma > 0 and the full rate for gamma < 0. We keep that.
+        diff = batch_num - net.step
+        if diff < 0:
+            diff += 2 ** 64
+        z = float(f(net.gamma) * f(diff))
+        return out(lr * (0.0 if z > 700 else 1.0 / (1.0 + math.exp(z))))
     raise ValueError(policy)
 
 
@@ -299,6 +313,7 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
             raise DarknetError(f"cannot create the backup directory: {e.strerror}", backup) from None
         if not os.access(backup, os.W_OK):
             raise DarknetError("the backup directory is not writable", backup)
+        _remove_stale_temps(backup, base)
     weights = s.weights
     if s.resume and not weights:
         candidate = os.path.join(backup, f"{base}.backup")
@@ -443,6 +458,16 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
 
             dist.destroy_process_group()
     return final
+
+
+def _remove_stale_temps(backup: str, base: str) -> None:
+    """Temp files of checkpoint writes that a killed run left behind (never a checkpoint itself)."""
+    for f in os.listdir(backup):
+        if f.startswith(f".{base}") and f.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(backup, f))
+            except OSError:
+                pass
 
 
 class _null:

@@ -1,0 +1,736 @@
+"""End-to-end prediction benchmark: the ``pydarknet`` command vs C darknet's, timed as whole processes.
+
+Three measurements per model (``--models tiny,darknet19`` by default), all on the same PNG images and the
+same weights file::
+
+    python benchmarks/predict.py                          # tiny and darknet19, ~5 minutes on 2 cores
+    python benchmarks/predict.py --models tiny --repeat 3 --images 100
+
+(a) one-shot: wall time of one ``pydarknet classify CFG WEIGHTS IMAGE`` process (NumPy engine, the default
+    for one image), the same with ``--engine torch``, and ``darknet classify``; the median of ``--repeat``
+    runs. For context, ``python -c pass``, ``python -c "import numpy, PIL.Image"`` and
+    ``python -c "import torch"``, and a breakdown of pydarknet's one-shot time (``python -X importtime``
+    for the imports; the CLI's own functions timed in-process by wrapping them).
+(b) interactive: ``classifier predict DATA CFG WEIGHTS`` with image paths on stdin. Per-image time is taken
+    from the arrival times of the ``Enter Image Path: `` prompts (both programs flush the prompt), so model
+    loading is excluded: ``(t[prompt M+1] - t[prompt 1]) / M``. The top-5 lines are compared per image.
+(c) batch: ``pydarknet classifier predict imagenet1k CFG WEIGHTS --list FILE --out x.csv --batch B
+    --workers W -q`` on ``--images`` images. Steady-state images/s = ``(N - 1) / (wall(N) - wall(1))``, the
+    start-up (``wall(1)``, a one-image list with the same workers) being the median of ``--repeat`` runs;
+    end-to-end images/s = ``N / wall(N)``. C darknet has no batch mode: its throughput is its interactive
+    per-image rate from (b). The CSV's top-1 is checked against darknet's interactive top-1.
+
+Method
+  * Images: PNG (lossless, so C darknet, which decodes through OpenCV, and pydarknet, through Pillow, see
+    the same pixels), made deterministically from darknet's sample photos (/usr/share/darknet/data/*.jpg):
+    random crops (35-100 % of the area, aspect 3:4-4:3), random mirroring, the longer side resized to
+    300-520 px (ImageNet-like). Every ``FASHION_EVERY``-th image is a 28x28 grey Fashion-MNIST image
+    (/usr/share/datasets/fashion-mnist) where that is installed.
+  * Weights: darknet's random initialisation (``torch.manual_seed(--seed)``, ``load_network``), written by
+    ``Network.save_weights``. Random weights give an almost flat softmax, where top-5 order would be
+    decided by rounding noise, so the last convolutional layer (linear, no batchnorm) is multiplied by a
+    power of two chosen to bring the logits' std to about 3 (exact in float32; reported as ``logit_scale``).
+  * Threads: ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` = ``--threads`` (2) in every
+    child. Debian's darknet is single-threaded (no OpenMP in libdarknet), so it uses one core whatever the
+    setting; pydarknet uses both.
+  * Python bytecode: this sandbox sets ``PYTHONDONTWRITEBYTECODE=1`` and the editable checkout has no
+    ``__pycache__``, so every pydarknet process would recompile pydarknet's modules. The pydarknet children
+    get ``PYTHONPYCACHEPREFIX`` (a temporary directory, warmed by untimed runs) as an installed package
+    would have its .pyc files; the one-shot table also shows the NumPy-engine time without it.
+  * The entry point is the installed ``pydarknet`` console script run directly (not the pyenv shim on PATH).
+  * Before each measurement the script waits (up to ``--quiet-wait`` s) for the CPUs to be >= 90 % idle;
+    measurements that started on a busy machine are flagged in the output and the JSON.
+
+Writes ``benchmarks/results/predict.json`` (git-ignored) and prints markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import gzip
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+PHOTOS = "/usr/share/darknet/data"
+FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+SHORTNAMES = "/usr/share/darknet/data/imagenet.shortnames.list"
+LABELS = "/usr/share/darknet/data/imagenet.labels.list"
+FASHION_EVERY = 10
+TARGET_LOGIT_STD = 3.0
+PROMPT = b"Enter Image Path: "
+
+
+# ---------------------------------------------------------------------------------------------------------
+# machine state
+
+
+def cpu_idle_fraction(dt: float = 0.5) -> float | None:
+    """Fraction of all CPUs' time that was idle over ``dt`` seconds (Linux; None elsewhere)."""
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    try:
+        i0, t0 = read()
+        time.sleep(dt)
+        i1, t1 = read()
+    except OSError:
+        return None
+    return (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_quiet(timeout: float, need: float = 0.9) -> bool:
+    """Wait up to ``timeout`` s until the CPUs are >= ``need`` idle (nothing else computing); False if not."""
+    t = time.perf_counter()
+    while True:
+        idle = cpu_idle_fraction()
+        if idle is None or idle >= need:
+            return True
+        if time.perf_counter() - t >= timeout:
+            return False
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+class Quiet:
+    """Waits for a quiet machine before each measurement and remembers which ones started busy."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.busy: list[str] = []
+
+    def __call__(self, what: str) -> bool:
+        ok = wait_quiet(self.timeout)
+        if not ok:
+            self.busy.append(what)
+            log(f"  (machine busy before {what}: timing suspect)")
+        return ok
+
+
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - _T0:5.0f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# processes
+
+
+def child_env(threads: int, pycache: str | None = None) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    if pycache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = pycache
+    return env
+
+
+def run_proc(cmd: list[str], *, env: dict, stdin: bytes = b"", marker: bytes | None = None,
+             marker_stream: str = "stdout", cwd: str | None = None, check: bool = True) -> dict:
+    """Run ``cmd`` to the end; wall time, outputs, and the arrival time of each ``marker`` occurrence."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                         cwd=cwd)
+    bufs = {"stdout": bytearray(), "stderr": bytearray()}
+    marks: list[float] = []
+
+    def reader(name, f):
+        scan = 0
+        fd = f.fileno()
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            t = time.perf_counter() - t0
+            buf = bufs[name]
+            buf += chunk
+            if marker and name == marker_stream:
+                while (i := buf.find(marker, scan)) >= 0:
+                    marks.append(t)
+                    scan = i + len(marker)
+
+    def writer():
+        try:
+            if stdin:
+                p.stdin.write(stdin)
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    threads = [threading.Thread(target=reader, args=("stdout", p.stdout)),
+               threading.Thread(target=reader, args=("stderr", p.stderr)), threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    rc = p.wait()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    out = {"wall": wall, "rc": rc, "stdout": bufs["stdout"].decode(errors="replace"),
+           "stderr": bufs["stderr"].decode(errors="replace"), "marks": marks}
+    if check and rc != 0:
+        tail = "\n".join(out["stderr"].strip().splitlines()[-5:])
+        raise RuntimeError(f"exit status {rc}: {' '.join(cmd)}\n{tail}")
+    return out
+
+
+def predicted_in(stderr: str) -> list[float]:
+    """The ``PATH: Predicted in X seconds.`` figures (forward pass only) both programs print."""
+    return [float(m) for m in re.findall(r"Predicted in ([0-9.]+) seconds", stderr)]
+
+
+def pydarknet_exe() -> list[str]:
+    """The installed console script, run by this interpreter (no pyenv shim in between)."""
+    script = os.path.join(os.path.dirname(sys.executable), "pydarknet")
+    if os.path.isfile(script):
+        return [sys.executable, script]
+    return [sys.executable, "-m", "pydarknet"]
+
+
+def darknet_exe() -> str | None:
+    return os.environ.get("PYDARKNET_DARKNET_BIN") or shutil.which("darknet")
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inputs: images, weights, data files
+
+
+def _fashion(n: int) -> list[np.ndarray]:
+    if n <= 0 or not os.path.isfile(FASHION):
+        return []
+    with gzip.open(FASHION) as f:
+        _, count, rows, cols = struct.unpack(">IIII", f.read(16))
+        n = min(n, count)
+        return list(np.frombuffer(f.read(n * rows * cols), np.uint8).reshape(n, rows, cols))
+
+
+def make_images(out_dir: str, n: int, seed: int = 0) -> list[str]:
+    """``n`` deterministic PNG images (see Method); file names hold no ImageNet synset."""
+    from PIL import Image
+
+    os.makedirs(out_dir, exist_ok=True)
+    photos = []
+    for p in sorted(glob.glob(os.path.join(PHOTOS, "*.jpg"))):
+        with Image.open(p) as im:
+            photos.append(im.convert("RGB"))
+    if not photos:
+        raise SystemExit(f"no sample photos in {PHOTOS} (Debian's darknet package)")
+    fashion = _fashion(n // FASHION_EVERY + 1)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        if fashion and i % FASHION_EVERY == FASHION_EVERY - 1:
+            path = os.path.join(out_dir, f"fm{i:05d}.png")
+            if not os.path.exists(path):
+                Image.fromarray(fashion[(i // FASHION_EVERY) % len(fashion)]).save(path)
+            paths.append(path)
+            continue
+        src = photos[i % len(photos)]
+        area = rng.uniform(0.35, 1.0) * src.width * src.height
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw = int(min(src.width, round(math.sqrt(area * aspect))))
+        ch = int(min(src.height, round(math.sqrt(area / aspect))))
+        x0 = int(rng.integers(0, src.width - cw + 1))
+        y0 = int(rng.integers(0, src.height - ch + 1))
+        flip = rng.random() < 0.5
+        longer = int(rng.integers(300, 521))
+        path = os.path.join(out_dir, f"img{i:05d}.png")
+        if not os.path.exists(path):
+            im = src.crop((x0, y0, x0 + cw, y0 + ch))
+            if flip:
+                im = im.transpose(Image.FLIP_LEFT_RIGHT)
+            s = longer / max(cw, ch)
+            im = im.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.BICUBIC)
+            im.save(path)
+        paths.append(path)
+    return paths
+
+
+def make_weights(cfg: str, path: str, seed: int, sample_images: list[str]) -> float:
+    """darknet's random init (seeded), last conv layer scaled by 2**j so the logits' std is about 3."""
+    import torch
+
+    from pydarknet.image import load_image
+    from pydarknet.network import load_network
+    from pydarknet.preprocess import letterbox_image
+
+    torch.manual_seed(seed)
+    net = load_network(cfg, fuse=False)
+    spec = net.spec
+    c, h, w = spec.input_shape
+    x = np.stack([letterbox_image(load_image(p), w, h) for p in sample_images])
+    with torch.inference_mode():
+        std = float(net.forward_logits(torch.from_numpy(x)).std())
+    k = 1.0
+    if std < TARGET_LOGIT_STD / 2:
+        k = 2.0 ** round(math.log2(TARGET_LOGIT_STD / max(std, 1e-30)))
+        last = [s for s in spec.layers if s.kind in ("convolutional", "connected") and s.index < net.softmax_index][-1]
+        layer = net.layers[f"{last.index}_{last.kind}"]
+        names = ("scales", "biases") if last.batch_normalize else ("weights", "biases")
+        with torch.no_grad():
+            for n in names:
+                getattr(layer, n).mul_(k)
+    net.save_weights(path)
+    return k
+
+
+def darknet_predict_data(tmp: str) -> str:
+    path = os.path.join(tmp, "imagenet1k_predict.data")
+    with open(path, "w") as f:
+        f.write(f"classes=1000\nnames={SHORTNAMES}\ntop=5\n")
+    return path
+
+
+def top5_blocks(stdout: str) -> list[str]:
+    """Interactive stdout -> one block of top-5 lines per image (text between prompts)."""
+    parts = stdout.split(PROMPT.decode())
+    return [p for p in parts[1:] if p.strip()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (a) one-shot
+
+
+BREAKDOWN_DRIVER = r'''
+import sys, time, json
+T0 = time.perf_counter()
+import numpy, PIL.Image, PIL.PngImagePlugin
+T1 = time.perf_counter()
+import pydarknet, pydarknet.cli, pydarknet.api, pydarknet.npengine, pydarknet.datacfg, pydarknet.image, \
+    pydarknet.predict, pydarknet.preprocess, pydarknet.specs, pydarknet.weights
+T2 = time.perf_counter()
+from pydarknet import cli, npengine, image, preprocess, predict, specs, datacfg
+acc, net_box = {}, []
+def wrap(owner, name, key, keep=False):
+    f = getattr(owner, name)
+    def g(*a, **k):
+        t = time.perf_counter()
+        try:
+            r = f(*a, **k)
+        finally:
+            acc[key] = acc.get(key, 0.0) + time.perf_counter() - t
+        if keep:
+            net_box.append(r)
+        return r
+    setattr(owner, name, g)
+wrap(npengine, "load_numpy_network", "load_numpy_network", keep=True)
+wrap(specs, "load_specs", "load_specs")
+wrap(npengine, "read_weights", "read_weights")
+wrap(npengine.NumpyNetwork, "__init__", "fold_batchnorm")
+wrap(datacfg.DataConfig, "load_names", "load_names")
+wrap(specs.NetSpec, "layer_table", "layer_table")
+wrap(image, "decode_rgb8", "decode_rgb8")
+wrap(image, "to_float_chw", "to_float_chw")
+wrap(preprocess, "letterbox_image", "letterbox_image")
+wrap(cli, "_run_network", "forward")
+wrap(predict, "rank", "rank")
+T3 = time.perf_counter()
+rc = cli.main(sys.argv[1:])
+T4 = time.perf_counter()
+sys.stdout.flush()
+net = net_box[0]
+x = preprocess.letterbox_image(image.load_image(sys.argv[-1]), net.spec.input_shape[2], net.spec.input_shape[1])[None]
+warm = []
+for _ in range(3):
+    t = time.perf_counter(); net(x); warm.append(time.perf_counter() - t)
+print("@@" + json.dumps({"import_numpy_pil": T1 - T0, "import_pydarknet": T2 - T1, "main": T4 - T3,
+                          "phases": acc, "forward_warm": sorted(warm)[1], "rc": rc}), file=sys.stderr)
+'''
+
+PHASES = [  # (key, label, depth)
+    ("load_numpy_network", "build the NumPy network", 1),
+    ("load_specs", "read the cfg, layer specs", 2),
+    ("read_weights", "read the weights file", 2),
+    ("fold_batchnorm", "fold batchnorm into the kernels", 2),
+    ("load_names", "read the 1000 class names", 1),
+    ("layer_table", "format the layer table (stderr)", 1),
+    ("decode_rgb8", "decode the image (Pillow)", 1),
+    ("to_float_chw", "uint8 HWC -> float32 CHW", 1),
+    ("letterbox_image", "letterbox to the network size", 1),
+    ("forward", "forward pass (first call)", 1),
+    ("rank", "top-5", 1),
+]
+
+
+def importtime_top(stderr: str, n: int = 10) -> tuple[list[tuple[str, float]], float]:
+    """Top-level imports (not nested in another) by cumulative time, and their sum, from -X importtime."""
+    rows = []
+    for line in stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if m and len(m.group(3)) == 1:
+            rows.append((m.group(4), int(m.group(2)) / 1e6))
+    total = sum(t for _, t in rows)
+    return sorted(rows, key=lambda r: -r[1])[:n], total
+
+
+def bench_one_shot(models, weights, images, args, env, env_nocache, quiet, tmp) -> dict:
+    py = pydarknet_exe()
+    dk = darknet_exe()
+    image = images[0]
+    res: dict = {"image": image, "context": {}, "models": {}}
+    # context: interpreter, the NumPy engine's imports, torch's
+    ctx = {"python -c pass": [sys.executable, "-c", "pass"],
+           "python -c 'import numpy, PIL.Image'": [sys.executable, "-c", "import numpy, PIL.Image"],
+           "python -c 'import torch'": [sys.executable, "-c", "import torch"]}
+    for label, cmd in ctx.items():
+        run_proc(cmd, env=env)  # warm the page cache and the bytecode cache
+        quiet(f"context {label}")
+        walls = [run_proc(cmd, env=env)["wall"] for _ in range(args.repeat)]
+        res["context"][label] = {"median_s": median(walls), "samples_s": walls}
+        log(f"{label}: {median(walls):.3f} s")
+    for name in models:
+        cfg, w = weights[name]["cfg"], weights[name]["path"]
+        variants = {
+            "pydarknet numpy": (py + ["classify", cfg, w, image], env),
+            "pydarknet numpy, no .pyc": (py + ["classify", cfg, w, image], env_nocache),
+            "pydarknet torch": (py + ["classify", cfg, w, image, "--engine", "torch"], env),
+        }
+        if dk:
+            variants["darknet"] = ([dk, "classify", cfg, w, image], env)
+        row: dict = {}
+        for label, (cmd, e) in variants.items():
+            first = run_proc(cmd, env=e, cwd=tmp)  # warm-up (page cache, bytecode cache)
+            quiet(f"one-shot {name} {label}")
+            runs = [run_proc(cmd, env=e, cwd=tmp) for _ in range(args.repeat)]
+            walls = [r["wall"] for r in runs]
+            fwd = [x for r in runs for x in predicted_in(r["stderr"])]
+            row[label] = {"median_s": median(walls), "min_s": min(walls), "samples_s": walls,
+                          "forward_median_s": median(fwd), "stdout": first["stdout"]}
+            log(f"one-shot {name} {label}: {median(walls):.3f} s (forward {median(fwd) or 0:.3f} s)")
+        if "darknet" in row:
+            for label, r in row.items():
+                r["same_stdout_as_darknet"] = r["stdout"] == row["darknet"]["stdout"]
+        res["models"][name] = row
+    # breakdown of the NumPy one-shot, first model
+    name = models[0]
+    cfg, w = weights[name]["cfg"], weights[name]["path"]
+    argv = ["classify", cfg, w, image]
+    imp = run_proc([sys.executable, "-X", "importtime"] + pydarknet_exe()[1:] + argv, env=env, cwd=tmp)
+    top, total = importtime_top(imp["stderr"])
+    drv = os.path.join(tmp, "breakdown_driver.py")
+    with open(drv, "w") as f:
+        f.write(BREAKDOWN_DRIVER)
+    run_proc([sys.executable, drv] + argv, env=env, cwd=tmp)
+    quiet("one-shot breakdown")
+    docs = []
+    for _ in range(args.repeat):
+        r = run_proc([sys.executable, drv] + argv, env=env, cwd=tmp)
+        line = [ln for ln in r["stderr"].splitlines() if ln.startswith("@@")][-1]
+        docs.append(dict(json.loads(line[2:]), wall=r["wall"]))
+    agg = {k: median([d[k] for d in docs]) for k in ("import_numpy_pil", "import_pydarknet", "main",
+                                                       "forward_warm", "wall")}
+    agg["phases"] = {k: median([d["phases"].get(k, 0.0) for d in docs]) for k, _, _ in PHASES}
+    res["breakdown"] = {"model": name, "importtime_top": top, "importtime_total_s": total, **agg}
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (b) interactive
+
+
+def interactive_count(darknet_per_image: float | None, args) -> int:
+    if args.interactive_images:
+        return args.interactive_images
+    if not darknet_per_image:
+        return 30
+    return int(max(10, min(100, args.darknet_seconds / darknet_per_image)))
+
+
+def bench_interactive(models, weights, images, one_shot, args, env, quiet, tmp) -> dict:
+    py = pydarknet_exe()
+    dk = darknet_exe()
+    data = darknet_predict_data(tmp)
+    res: dict = {}
+    for name in models:
+        cfg, w = weights[name]["cfg"], weights[name]["path"]
+        est = None
+        d = one_shot["models"].get(name, {}).get("darknet")
+        if d:
+            est = (d["forward_median_s"] or 0) + 0.02
+        m = interactive_count(est, args)
+        paths = images[:m]
+        stdin = ("\n".join(paths) + "\n").encode()
+        progs = {"pydarknet": (py + ["classifier", "predict", "imagenet1k", cfg, w], env)}
+        if dk:
+            progs["darknet"] = ([dk, "classifier", "predict", data, cfg, w], env)
+        row: dict = {"images": m}
+        for label, (cmd, e) in progs.items():
+            run_proc(cmd, env=e, stdin=(paths[0] + "\n").encode(), cwd=tmp)  # warm-up
+            quiet(f"interactive {name} {label}")
+            r = run_proc(cmd, env=e, stdin=stdin, marker=PROMPT, cwd=tmp)
+            marks = r["marks"]
+            if len(marks) < m + 1:
+                raise RuntimeError(f"{label}: expected {m + 1} prompts, saw {len(marks)}")
+            per = (marks[m] - marks[0]) / m
+            fwd = predicted_in(r["stderr"])
+            row[label] = {"startup_s": marks[0], "per_image_s": per, "images_per_s": 1 / per,
+                          "forward_median_s": median(fwd), "wall_s": r["wall"], "blocks": top5_blocks(r["stdout"])}
+            log(f"interactive {name} {label}: start-up {marks[0]:.2f} s, {1e3 * per:.1f} ms/image "
+                f"(forward {1e3 * (median(fwd) or 0):.1f} ms), {m} images")
+        if "darknet" in row:
+            a, b = row["pydarknet"]["blocks"], row["darknet"]["blocks"]
+            row["top5_identical"] = sum(x == y for x, y in zip(a, b))
+            row["top1_identical"] = sum(x.splitlines()[0] == y.splitlines()[0] for x, y in zip(a, b))
+        res[name] = row
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (c) batch
+
+
+def bench_batch(models, weights, images, interactive, args, env, quiet, tmp) -> list[dict]:
+    py = pydarknet_exe()
+    rows = []
+    n = len(images)
+    full = os.path.join(tmp, "batch.list")
+    one = os.path.join(tmp, "one.list")
+    with open(full, "w") as f:
+        f.write("\n".join(images) + "\n")
+    with open(one, "w") as f:
+        f.write(images[0] + "\n")
+    for name in models:
+        cfg, w = weights[name]["cfg"], weights[name]["path"]
+        dk = interactive.get(name, {}).get("darknet")
+        dk_rate = dk["images_per_s"] if dk else None
+        dk_top1 = [b.splitlines()[0].split("%: ", 1)[-1] for b in dk["blocks"]] if dk else []
+        for workers in args.workers:
+            base = py + ["classifier", "predict", "imagenet1k", cfg, w, "--workers", str(workers), "-q"]
+            out1 = os.path.join(tmp, "one.csv")
+            cmd1 = base + ["--list", one, "--out", out1, "--batch", str(args.batch[0])]
+            run_proc(cmd1, env=env, cwd=tmp)  # warm-up
+            quiet(f"batch start-up {name} workers={workers}")
+            starts = [run_proc(cmd1, env=env, cwd=tmp)["wall"] for _ in range(max(3, args.repeat))]
+            startup = median(starts)
+            for b in args.batch:
+                out = os.path.join(tmp, f"batch_{name}_{b}_{workers}.csv")
+                quiet(f"batch {name} b={b} w={workers}")
+                r = run_proc(base + ["--list", full, "--out", out, "--batch", str(b)], env=env, cwd=tmp)
+                steady = (n - 1) / max(r["wall"] - startup, 1e-9)
+                with open(out, newline="") as f:
+                    got = list(csv.DictReader(f))
+                ours = [g["top1_name"] for g in got[: len(dk_top1)]]
+                agree = sum(a == b_ for a, b_ in zip(ours, dk_top1))
+                row = {"model": name, "batch": b, "workers": workers, "images": n, "wall_s": r["wall"],
+                       "startup_s": startup, "startup_samples_s": starts, "end_to_end_img_s": n / r["wall"],
+                       "steady_img_s": steady, "darknet_img_s": dk_rate,
+                       "ratio_steady": steady / dk_rate if dk_rate else None,
+                       "ratio_end_to_end": (n / r["wall"]) / dk_rate if dk_rate else None,
+                       "rows": len(got), "errors": sum(1 for g in got if g["error"]),
+                       "top1_vs_darknet": f"{agree}/{len(dk_top1)}" if dk_top1 else None}
+                rows.append(row)
+                log(f"batch {name} b={b} w={workers}: {r['wall']:.2f} s for {n} (start-up {startup:.2f} s): "
+                    f"{steady:.1f} img/s steady, {n / r['wall']:.1f} end-to-end"
+                    + (f", {steady / dk_rate:.1f}x darknet" if dk_rate else ""))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# report
+
+
+def f3(x, unit=""):
+    return "-" if x is None else f"{x:.3f}{unit}"
+
+
+def report(doc: dict) -> str:
+    L = []
+    one = doc.get("one_shot")
+    if one:
+        L += ["### (a) One-shot `classify` of one image (whole process, median of "
+              f"{doc['args']['repeat']}, seconds)", "",
+              "| model | pydarknet numpy | numpy, no .pyc | pydarknet torch | darknet | numpy vs darknet "
+              "| forward numpy / torch / darknet | stdout = darknet's |",
+              "|---|---:|---:|---:|---:|---:|---|:---:|"]
+        for name, row in one["models"].items():
+            g = lambda k, f="median_s": row.get(k, {}).get(f)  # noqa: E731
+            dk = g("darknet")
+            ratio = f"{dk / g('pydarknet numpy'):.2f}x" if dk else "-"
+            fw = " / ".join(f3(g(k, "forward_median_s")) for k in ("pydarknet numpy", "pydarknet torch", "darknet"))
+            same = "/".join("y" if row.get(k, {}).get("same_stdout_as_darknet") else "n"
+                            for k in ("pydarknet numpy", "pydarknet torch")) if dk else "-"
+            L.append(f"| {name} | {f3(g('pydarknet numpy'))} | {f3(g('pydarknet numpy, no .pyc'))} | "
+                     f"{f3(g('pydarknet torch'))} | {f3(dk)} | {ratio} | {fw} | {same} |")
+        L += ["", "Context (median, seconds): " + ", ".join(f"`{k}` {v['median_s']:.3f}"
+                                                         for k, v in one["context"].items()), ""]
+        b = one["breakdown"]
+        L += [f"Where pydarknet's one-shot time goes ({b['model']}, NumPy engine, median of "
+              f"{doc['args']['repeat']}; whole process {b['wall']:.3f} s):", "",
+              "| phase | seconds |", "|---|---:|",
+              f"| interpreter start-up (`python -c pass`) | {one['context']['python -c pass']['median_s']:.3f} |",
+              f"| import numpy + PIL | {b['import_numpy_pil']:.3f} |",
+              f"| import pydarknet's modules | {b['import_pydarknet']:.3f} |",
+              f"| `cli.main` | {b['main']:.3f} |"]
+        for key, label, depth in PHASES:
+            L.append(f"| {'&nbsp;' * 4 * depth}{label} | {b['phases'].get(key, 0.0):.3f} |")
+        L += [f"| (forward pass, warm: 3rd call in the same process) | {b['forward_warm']:.3f} |", "",
+              f"`python -X importtime` top-level imports of the same command (sum {b['importtime_total_s']:.3f} s): "
+              + ", ".join(f"{m} {t:.3f}" for m, t in b["importtime_top"][:8]), ""]
+    inter = doc.get("interactive")
+    if inter:
+        L += ["### (b) Interactive `classifier predict` (paths on stdin; per image from prompt times, load "
+              "excluded)", "",
+              "| model | program | images | start-up s | ms / image | images/s | forward ms | top-5 / top-1 = darknet |",
+              "|---|---|---:|---:|---:|---:|---:|---|"]
+        for name, row in inter.items():
+            for prog in ("pydarknet", "darknet"):
+                r = row.get(prog)
+                if not r:
+                    continue
+                same = (f"{row['top5_identical']}/{row['images']} / {row['top1_identical']}/{row['images']}"
+                        if prog == "pydarknet" and "top5_identical" in row else "")
+                L.append(f"| {name} | {prog} | {row['images']} | {r['startup_s']:.2f} | {1e3 * r['per_image_s']:.1f} "
+                         f"| {r['images_per_s']:.2f} | {1e3 * (r['forward_median_s'] or 0):.1f} | {same} |")
+            if row.get("darknet") and row.get("pydarknet"):
+                L.append(f"| {name} | **ratio** | | | | **{row['pydarknet']['images_per_s'] / row['darknet']['images_per_s']:.1f}x** | | |")
+        L.append("")
+    batch = doc.get("batch")
+    if batch:
+        L += [f"### (c) Batch mode `classifier predict --list` ({batch[0]['images']} images, "
+              f"{doc['args']['threads']} threads) vs darknet's interactive rate", "",
+              "| model | batch | workers | wall s | start-up s | img/s end-to-end | img/s steady | darknet img/s "
+              "| steady vs darknet | end-to-end vs darknet | top-1 = darknet |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in batch:
+            x = lambda v: "-" if v is None else f"{v:.1f}x"  # noqa: E731
+            L.append(f"| {r['model']} | {r['batch']} | {r['workers']} | {r['wall_s']:.2f} | {r['startup_s']:.2f} | "
+                     f"{r['end_to_end_img_s']:.1f} | {r['steady_img_s']:.1f} | "
+                     f"{'-' if r['darknet_img_s'] is None else format(r['darknet_img_s'], '.2f')} | "
+                     f"{x(r['ratio_steady'])} | {x(r['ratio_end_to_end'])} | {r['top1_vs_darknet'] or '-'} |")
+        L.append("")
+    goals = doc.get("goals")
+    if goals:
+        L += ["### Goals", ""] + [f"- {g}" for g in goals] + [""]
+    if doc.get("busy"):
+        L += [f"warning: the machine was busy before: {', '.join(doc['busy'])} (those timings are suspect)", ""]
+    return "\n".join(L)
+
+
+def goals(doc: dict) -> list[str]:
+    out = []
+    one = doc.get("one_shot")
+    if one and "tiny" in one["models"]:
+        t = one["models"]["tiny"]["pydarknet numpy"]["median_s"]
+        out.append(f"one-shot `classify` tiny <= 1 s: {t:.3f} s -> {'met' if t <= 1 else 'NOT met'}")
+    for name in {r["model"] for r in doc.get("batch") or []}:
+        rs = [r for r in doc["batch"] if r["model"] == name and r["ratio_steady"]]
+        if rs:
+            best = max(rs, key=lambda r: r["ratio_steady"])
+            e2e = max(r["ratio_end_to_end"] for r in rs)
+            out.append(f"batch {name} >= 10x darknet: best {best['ratio_steady']:.1f}x steady (batch {best['batch']}, "
+                       f"workers {best['workers']}), {e2e:.1f}x end-to-end -> "
+                       f"{'met' if best['ratio_steady'] >= 10 else 'NOT met'}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="tiny,darknet19", help="comma-separated zoo names (default: tiny,darknet19)")
+    ap.add_argument("--images", type=int, default=200, help="images in the batch-mode list (default: 200)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per one-shot/start-up figure (median; default 5)")
+    ap.add_argument("--batch", default="16,32", help="batch sizes for batch mode (default: 16,32)")
+    ap.add_argument("--workers", default="1,2", help="decoding workers for batch mode (default: 1,2)")
+    ap.add_argument("--threads", type=int, default=2, help="OMP/OpenBLAS/MKL threads in the children (default 2)")
+    ap.add_argument("--interactive-images", type=int, default=0,
+                    help="images fed to interactive mode (default: ~--darknet-seconds of darknet work, 10..100)")
+    ap.add_argument("--darknet-seconds", type=float, default=30.0,
+                    help="seconds of C darknet work aimed at in interactive mode (default 30)")
+    ap.add_argument("--sections", default="one-shot,interactive,batch", help="which of one-shot,interactive,batch")
+    ap.add_argument("--seed", type=int, default=1, help="weights seed (default 1)")
+    ap.add_argument("--quiet-wait", type=float, default=60.0,
+                    help="before each measurement wait up to this many seconds for the CPUs to be >= 90%% idle")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (images, weights, lists)")
+    ap.add_argument("--json", default=os.path.join(HERE, "results", "predict.json"), help="JSON output path")
+    args = ap.parse_args(argv)
+    args.batch = [int(b) for b in args.batch.split(",")]
+    args.workers = [int(w) for w in args.workers.split(",")]
+    sections = {s.strip() for s in args.sections.split(",")}
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+
+    import pydarknet
+
+    for m in models:
+        pydarknet.zoo_cfg(m)
+    if darknet_exe() is None:
+        log("note: no darknet command on PATH: the C darknet columns are skipped")
+    quiet = Quiet(args.quiet_wait)
+    tmp = tempfile.mkdtemp(prefix="pydarknet-bench-")
+    try:
+        pycache = os.path.join(tmp, "pycache")
+        env = child_env(args.threads, pycache)
+        env_nocache = dict(child_env(args.threads), PYTHONDONTWRITEBYTECODE="1")
+        n_images = max(args.images, args.interactive_images, 2)
+        log(f"making {n_images} PNG images and weights in {tmp}")
+        images = make_images(os.path.join(tmp, "images"), n_images)
+        weights = {}
+        for name in models:
+            cfg = pydarknet.zoo_cfg(name)
+            path = os.path.join(tmp, f"{name}.weights")
+            k = make_weights(cfg, path, args.seed, images[:4])
+            weights[name] = {"cfg": cfg, "path": path, "logit_scale": k}
+        doc: dict = {"args": vars(args), "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                                                    "python": platform.python_version()},
+                     "versions": {"pydarknet": pydarknet.__version__, "numpy": np.__version__},
+                     "darknet": darknet_exe(), "weights": {m: {"logit_scale": w["logit_scale"]} for m, w in weights.items()},
+                     "loadavg_start": loadavg()}
+        one = {"models": {}}
+        if "one-shot" in sections:
+            one = doc["one_shot"] = bench_one_shot(models, weights, images, args, env, env_nocache, quiet, tmp)
+        inter = {}
+        if "interactive" in sections:
+            inter = bench_interactive(models, weights, images, one, args, env, quiet, tmp)
+            doc["interactive"] = inter
+        if "batch" in sections:
+            doc["batch"] = bench_batch(models, weights, images[: args.images], inter, args, env, quiet, tmp)
+        doc["busy"] = quiet.busy
+        doc["loadavg_end"] = loadavg()
+        doc["elapsed_s"] = round(time.perf_counter() - _T0, 1)
+        doc["goals"] = goals(doc)
+        print(report(doc))
+        for row in (doc.get("interactive") or {}).values():
+            for prog in ("pydarknet", "darknet"):
+                if prog in row:
+                    row[prog].pop("blocks", None)
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1, default=str)
+        print(f"({doc['elapsed_s']:.0f} s; JSON: {os.path.relpath(args.json)})")
+    finally:
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
