@@ -701,7 +701,8 @@ def main(argv=None) -> int:
                                                     "python": platform.python_version()},
                      "versions": {"pydarknet": pydarknet.__version__, "numpy": np.__version__},
                      "darknet": darknet_exe(), "weights": {m: {"logit_scale": w["logit_scale"]} for m, w in weights.items()},
-                     "loadavg_start": loadavg()}
+                     "loadavg_start": loadavg(),
+                     "pydarknet_pycache_in_checkout": os.path.isdir(os.path.join(ROOT, "pydarknet", "__pycache__"))}
         one = {"models": {}}
         if "one-shot" in sections:
             one = doc["one_shot"] = bench_one_shot(models, weights, images, args, env, env_nocache, quiet, tmp)

@@ -8,26 +8,33 @@ import numpy as np
 F32 = np.float32
 
 
+def rand_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """rand_uniform (src/utils.c): bounds in either order."""
+    if high < low:
+        low, high = high, low
+    return float(rng.uniform(low, high)) if high > low else low
+
+
 def rand_scale(rng: np.random.Generator, s: float) -> float:
     """rand_scale (src/utils.c): a factor in [1, s], inverted half of the time."""
-    scale = rng.uniform(1, s) if s >= 1 else rng.uniform(s, 1)
+    scale = rand_uniform(rng, 1, s)
     return scale if rng.integers(2) else 1.0 / scale
 
 
 def bilinear_sample(im: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """bilinear_interpolate (src/image.c) at float positions; pixels outside the image count as 0
-    (get_pixel_extend)."""
+    (get_pixel_extend). A zero border around the image stands for everything outside it."""
     c, h, w = im.shape
-    ix, iy = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    dx, dy = (x - ix).astype(F32), (y - iy).astype(F32)
-
-    def px(xx, yy):
-        inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
-        v = im[:, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
-        return np.where(inside, v, F32(0))
-
-    return ((1 - dy) * (1 - dx) * px(ix, iy) + dy * (1 - dx) * px(ix, iy + 1)
-            + (1 - dy) * dx * px(ix + 1, iy) + dy * dx * px(ix + 1, iy + 1)).astype(F32)
+    pad = np.zeros((c, h + 2, w + 2), F32)
+    pad[:, 1:-1, 1:-1] = im
+    fx, fy = np.floor(x), np.floor(y)
+    dx, dy = (x - fx).astype(F32), (y - fy).astype(F32)
+    x0 = np.clip(fx + 1, 0, w + 1).astype(np.intp)
+    y0 = np.clip(fy + 1, 0, h + 1).astype(np.intp)
+    x1 = np.clip(fx + 2, 0, w + 1).astype(np.intp)
+    y1 = np.clip(fy + 2, 0, h + 1).astype(np.intp)
+    return ((1 - dy) * ((1 - dx) * pad[:, y0, x0] + dx * pad[:, y0, x1])
+            + dy * ((1 - dx) * pad[:, y1, x0] + dx * pad[:, y1, x1])).astype(F32)
 
 
 def rotate_crop_image(im: np.ndarray, rad: float, s: float, w: int, h: int, dx: float, dy: float,
@@ -35,11 +42,11 @@ def rotate_crop_image(im: np.ndarray, rad: float, s: float, w: int, h: int, dx: 
     """rotate_crop_image (src/image.c): a w x h view rotated by ``rad``, scaled by ``s``, shifted (dx, dy)."""
     _, ih, iw = im.shape
     cx, cy = iw / 2.0, ih / 2.0
-    xs = (np.arange(w) - w / 2.0) / s * aspect + dx / s * aspect
-    ys = (np.arange(h) - h / 2.0) / s + dy / s
-    X, Y = np.meshgrid(xs, ys)
-    rx = np.cos(rad) * X - np.sin(rad) * Y + cx
-    ry = np.sin(rad) * X + np.cos(rad) * Y + cy
+    xs = ((np.arange(w) - w / 2.0) / s * aspect + dx / s * aspect)[None, :]
+    ys = ((np.arange(h) - h / 2.0) / s + dy / s)[:, None]
+    cos, sin = np.cos(rad), np.sin(rad)
+    rx = cos * xs - sin * ys + cx
+    ry = sin * xs + cos * ys + cy
     return bilinear_sample(im, rx, ry)
 
 
@@ -52,11 +59,11 @@ def random_augment_image(im: np.ndarray, rng: np.random.Generator, angle: float,
     r = int(rng.integers(low, high + 1)) if high > low else low
     shorter = min(ih, iw * aspect)
     scale = r / shorter
-    rad = rng.uniform(-angle, angle) * 2 * np.pi / 360.0 if angle else 0.0
+    rad = rand_uniform(rng, -angle, angle) * 2 * np.pi / 360.0
     dx = (iw * scale / aspect - size) / 2.0
     dy = (ih * scale - size) / 2.0
-    dx = rng.uniform(-dx, dx) if dx else 0.0
-    dy = rng.uniform(-dy, dy) if dy else 0.0
+    dx = rand_uniform(rng, -dx, dx)
+    dy = rand_uniform(rng, -dy, dy)
     return rotate_crop_image(im, rad, scale, size, size, dx, dy, aspect)
 
 
@@ -104,7 +111,7 @@ def distort_image(im: np.ndarray, hue: float, sat: float, val: float) -> np.ndar
 def random_distort_image(im: np.ndarray, rng: np.random.Generator, hue: float, saturation: float,
                          exposure: float) -> np.ndarray:
     """random_distort_image (src/image.c)."""
-    dhue = rng.uniform(-hue, hue) if hue else 0.0
+    dhue = rand_uniform(rng, -hue, hue)
     dsat = rand_scale(rng, saturation)
     dexp = rand_scale(rng, exposure)
     if dhue == 0 and dsat == 1 and dexp == 1:
