@@ -75,6 +75,7 @@ class ZooEntry:
     labels: str = "imagenet1k"     # label-set name (resolved elsewhere)
     preprocess: str = "letterbox"  # darknet's classifier predict feeds letterbox_image(im, net.w, net.h)
     published: Published = field(default_factory=lambda: Published(None, None, None, None))
+    bundled: bool = False          # the weights ship inside the package (pydarknet/models/): no download
 
     def __post_init__(self):
         if self.sha256 is not None:
@@ -194,6 +195,9 @@ _ENTRIES: tuple[ZooEntry, ...] = (
 _REGISTRY: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
 
 
+_MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+
+
 def list_models() -> list[str]:
     """Zoo model names, in the order of darknet's tables (AlexNet first, Tiny Darknet last)."""
     return list(_REGISTRY)
@@ -225,7 +229,11 @@ def cache_dir() -> pathlib.Path:
 
 
 def cached_path(entry: ZooEntry | str) -> pathlib.Path:
-    return cache_dir() / _entry(entry).weights_file
+    """Where the entry's weights live: in the package for bundled models, else in the cache."""
+    entry = _entry(entry)
+    if entry.bundled:
+        return pathlib.Path(_MODELS_DIR) / entry.weights_file
+    return cache_dir() / entry.weights_file
 
 
 def _part_path(path: pathlib.Path) -> pathlib.Path:
@@ -518,6 +526,9 @@ def fetch_weights(entry: ZooEntry | str, *, mirrors: Iterable[str] = (), progres
     """
     entry = _entry(entry)
     final = cached_path(entry)
+    if entry.bundled:
+        verify_weights(entry, final)
+        return final
     stale: list[str] = []
     if final.exists():
         try:

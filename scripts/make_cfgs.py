@@ -356,6 +356,19 @@ def densenet201():
     return n
 
 
+def fashion():
+    """pydarknet's own small model for Fashion-MNIST (28x28, 10 classes), trained by scripts/fashion_mnist.py."""
+    n = Net('Fashion-MNIST classifier (pydarknet zoo model)',
+            'pydarknet scripts/fashion_mnist.py; data: Debian dataset-fashion-mnist (Zalando Research, MIT)',
+            batch=64, subdivisions=1, width=28, height=28, channels=3, learning_rate=0.1, policy='poly', power=4,
+            max_batches=2000, momentum=0.9, decay=0.0005, min_crop=28, max_crop=32)
+    plain(n, '32x3 M 64x3 M 128x3 64x1 128x3')
+    n.conv(10, 1, act='linear', bn=False)
+    n.avgpool()
+    n.softmax()
+    return n
+
+
 MODELS = {
     'alexnet': alexnet, 'darknet': darknet_reference, 'tiny': tiny,
     'squeezenet': squeezenet, 'vgg-16': vgg16, 'extraction': extraction,
@@ -363,7 +376,7 @@ MODELS = {
     'resnet18': lambda: resnet(18), 'resnet34': lambda: resnet(34),
     'resnet50': lambda: resnet(50), 'resnet101': lambda: resnet(101),
     'resnet152': lambda: resnet(152), 'resnext50': resnext50,
-    'darknet53': darknet53, 'densenet201': densenet201,
+    'darknet53': darknet53, 'densenet201': densenet201, 'fashion': fashion,
 }
 
 
