@@ -206,3 +206,24 @@ def test_errors_one_line_exit_2_nothing_on_stdout(tmp_path, capsys, argv, messag
     last = err.splitlines()[-1]
     assert last.startswith("pydarknet: error: ") and message.format(**fill) in last, err
     assert "Traceback" not in err
+
+
+@need_shared
+def test_pillow_jpeg_decoding_keeps_darknets_top5(manifest, golden_weights):
+    """stb and libjpeg differ by up to 3/255 on some pixels: every golden case still keeps darknet's top-5
+    (measured 70/70; the largest change of a top-5 probability is about 2e-3)."""
+    from pydarknet.image import load_image
+    from pydarknet.preprocess import center_crop_image, letterbox_image
+
+    same = total = 0
+    for model in sorted({c["model"] for c in manifest["cases"]}):
+        net = pydarknet.load_network(REFERENCE_CFG / f"{model}.cfg", golden_weights(model))
+        for case in (c for c in manifest["cases"] if c["model"] == model):
+            im = load_image(SHARED / "reference" / "data" / manifest["images"][case["image"]]["name"])
+            for mode, fn in (("predict", letterbox_image), ("valid", center_crop_image)):
+                with torch.inference_mode():
+                    y = net(torch.from_numpy(fn(im, case["net_w"], case["net_h"]))[None])[0].numpy()
+                same += top_k(y, 5) == [i for i, _ in case[f"top5_{mode}"]]
+                total += 1
+    print(f"{same}/{total} golden cases keep darknet's top-5 with Pillow's JPEG decoding")
+    assert same == total == 70
