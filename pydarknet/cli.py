@@ -82,6 +82,8 @@ def _load_classifier(args: argparse.Namespace, data, engine: str = "torch"):
     sys.stderr.write(net.spec.layer_table())
     if weights:
         sys.stderr.write(f"Loading weights from {weights}...Done!\n")
+    # darknet's predict letterboxes; a zoo model from elsewhere says how it was trained to be fed
+    args.preprocess = entry.preprocess if entry is not None else "letterbox"
     return net, names
 
 
@@ -95,15 +97,15 @@ def _run_network(net, batch, device: str):
     return net(batch)
 
 
-def _classify_one(net, names, path: str, top: int, device: str) -> None:
+def _classify_one(net, names, path: str, top: int, device: str, preprocess: str = "letterbox") -> None:
     import time
 
     from .image import load_image
     from .predict import darknet_line, rank
-    from .preprocess import letterbox_image
+    from .preprocess import PREPROCESS
 
     c, h, w = net.spec.input_shape
-    x = letterbox_image(load_image(path), w, h)[None]
+    x = PREPROCESS[preprocess](load_image(path), w, h)[None]
     start = time.perf_counter()
     probs = _run_network(net, x, device)[0]
     print(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.", file=sys.stderr)
@@ -111,7 +113,7 @@ def _classify_one(net, names, path: str, top: int, device: str) -> None:
     sys.stdout.flush()
 
 
-def _interactive(net, names, top: int, device: str) -> int:
+def _interactive(net, names, top: int, device: str, preprocess: str = "letterbox") -> int:
     """darknet's prompt loop: until end of input or an empty line. A bad path is reported and skipped."""
     failed = 0
     while True:
@@ -122,7 +124,7 @@ def _interactive(net, names, top: int, device: str) -> int:
         if not path:
             return EXIT_SKIPPED if failed else 0
         try:
-            _classify_one(net, names, path, top, device)
+            _classify_one(net, names, path, top, device, preprocess)
         except DarknetError as e:
             failed += 1
             print(f"pydarknet: error: {e}", file=sys.stderr)
@@ -158,7 +160,7 @@ def _batch(net, names, paths: list[str], args: argparse.Namespace, top: int) -> 
     results: list[ImageResult] = []
     failed = 0
     with tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
-        for group in batches(prepared_images(paths, "letterbox", w, h, workers), args.batch):
+        for group in batches(prepared_images(paths, args.preprocess, w, h, workers), args.batch):
             ok = [g for g in group if g[2] is not None]
             probs = _run_network(net, np.stack([g[2] for g in ok]), args.device) if ok else []
             it = iter(probs)
@@ -189,8 +191,8 @@ def _predict(args: argparse.Namespace, data) -> int:
     if paths is not None:
         return _batch(net, names, paths, args, top)
     if args.image is None:
-        return _interactive(net, names, top, args.device)
-    _classify_one(net, names, args.image, top, args.device)
+        return _interactive(net, names, top, args.device, args.preprocess)
+    _classify_one(net, names, args.image, top, args.device, args.preprocess)
     return 0
 
 
@@ -205,7 +207,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .datacfg import builtin_data
 
     args.weights, args.image = _split_model_args(args.cfg, args.rest)
-    args.t = 5  # darknet's classify: ImageNet-1k, top 5
+    args.t = args.t or 5  # darknet's classify: ImageNet-1k names, top 5
     return _predict(args, builtin_data("imagenet1k"))
 
 

@@ -14,7 +14,9 @@ from .errors import DarknetError
 LABELS_DIR = os.path.join(os.path.dirname(__file__), "labels")
 
 #: Names that stand for built-in data configurations (no file needed).
-BUILTIN = {"imagenet1k": ("imagenet1k.names", "imagenet1k.labels", 1000)}
+BUILTIN = {"imagenet1k": ("imagenet1k.names", "imagenet1k.labels", 1000),
+           "imagenet1k-sorted": ("imagenet1k-sorted.names", "imagenet1k-sorted.labels", 1000),
+           "fashion": ("fashion.names", "fashion.labels", 10)}
 
 
 @dataclass(frozen=True)

