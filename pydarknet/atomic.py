@@ -17,7 +17,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None
     if not os.path.isdir(directory):
         raise DarknetError("cannot write: the directory does not exist", path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint or cached file gets the usual mode
         with os.fdopen(fd, "wb") as f:
             if isinstance(data, (bytes, bytearray, memoryview)):
                 f.write(data)
