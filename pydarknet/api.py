@@ -24,7 +24,7 @@ from .preprocess import PREPROCESS
 
 def looks_like_cfg(name: str | os.PathLike) -> bool:
     name = os.fspath(name)
-    return os.path.exists(name) or name.endswith(".cfg") or os.sep in name
+    return os.path.isfile(name) or name.endswith(".cfg") or os.sep in name
 
 
 def resolve_model(model: str | os.PathLike, weights: str | os.PathLike | None = None, *, mirrors: Sequence[str] = (),

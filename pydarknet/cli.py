@@ -22,11 +22,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
 
 def cmd_ops(args: argparse.Namespace) -> int:
     """Print the layer table as darknet prints it on load, then totals."""
-    from .api import looks_like_cfg
     from .specs import load_specs
 
-    cfg = args.cfg if looks_like_cfg(args.cfg) else _zoo_cfg_path(args.cfg)
-    spec = load_specs(cfg, width=args.width, height=args.height)
+    spec = load_specs(_cfg_arg(args.cfg), width=args.width, height=args.height)
     sys.stdout.write(spec.layer_table())
     print(spec.summary_line())
     return 0
@@ -36,6 +34,13 @@ def _zoo_cfg_path(name: str) -> str:
     from . import zoo
 
     return zoo.get(name).cfg_path
+
+
+def _cfg_arg(name: str) -> str:
+    """A cfg path as given, or a zoo model's cfg."""
+    from .api import looks_like_cfg
+
+    return name if looks_like_cfg(name) else _zoo_cfg_path(name)
 
 
 # -- classifier predict / classify ----------------------------------------------------------------------
@@ -333,7 +338,7 @@ def cmd_partial(args: argparse.Namespace) -> int:
     from .specs import load_specs
     from .weights import read_weights, write_weights
 
-    spec = load_specs(args.cfg)
+    spec = load_specs(_cfg_arg(args.cfg))
     if not 0 < args.n <= len(spec.layers):
         raise DarknetError(f"N={args.n}: the cfg has {len(spec.layers)} layers", args.cfg)
     _, params = read_weights(args.weights, spec, upto=args.n)
@@ -345,14 +350,50 @@ def cmd_partial(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """ONNX (checked by onnx.checker and against onnxruntime) and/or a PyTorch state dict."""
+    rest = list(args.rest)
+    args.out = rest.pop() if rest and rest[-1].endswith(".onnx") else None
+    args.weights = rest[0] if rest else None
+    from .api import resolve_model
+    from .export import export_onnx, export_state_dict
+    from .network import load_network
+
+    if not args.out and not args.state_dict:
+        raise DarknetError("nothing to write: give OUT.onnx and/or --state-dict FILE")
+    cfg, weights, _ = resolve_model(args.cfg, args.weights, mirrors=args.mirror, offline=args.offline,
+                                    progress=not args.quiet)
+    net = load_network(cfg, weights or "")
+    if args.out:
+        r = export_onnx(net, args.out, opset=args.opset, check=not args.no_check)
+        check = (f"onnxruntime agrees: max |diff| {r['max_abs_diff']:.2e}, top-5 "
+                 f"{'identical' if r['top5_same'] else 'tied'}" if r.get("checked") else "not checked")
+        print(f"{args.out}: ONNX opset {r['opset']}, {r['nodes']} nodes, {r['file_bytes']} bytes; {check}")
+    if args.state_dict:
+        r = export_state_dict(net, args.state_dict)
+        print(f"{args.state_dict}: {r['format']} state dict, {r['tensors']} tensors, {r['file_bytes']} bytes")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """A PyTorch state dict (.safetensors / .pt, names as `export --state-dict` writes) -> darknet weights."""
+    from .export import load_state_dict_into
+    from .network import load_network
+
+    net = load_network(_cfg_arg(args.cfg), fuse=False)
+    load_state_dict_into(net, args.state_dict)
+    net.save_weights(args.out)
+    print(f"{args.out}: darknet weights for {args.cfg} ({net.spec.weights_bytes} bytes)")
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Write weights made on the fly (darknet's random initialisation, seeded) for a cfg or zoo name."""
     import torch
 
-    from .api import looks_like_cfg
     from .network import load_network
 
-    cfg = args.cfg if looks_like_cfg(args.cfg) else _zoo_cfg_path(args.cfg)
+    cfg = _cfg_arg(args.cfg)
     torch.manual_seed(args.seed)
     net = load_network(cfg, fuse=False)
     net.save_weights(args.out)
@@ -496,6 +537,25 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("n", type=int)
     pa.set_defaults(func=cmd_partial)
     LEAVES[("partial",)] = pa
+
+    ex = sub.add_parser("export", help="export a darknet classifier to ONNX and/or a PyTorch state dict",
+                        usage="pydarknet export CFG [WEIGHTS] [OUT.onnx] [--state-dict FILE.safetensors|.pt]")
+    ex.add_argument("cfg", help=".cfg file or zoo model name")
+    ex.add_argument("rest", nargs="*", metavar="WEIGHTS OUT", help=argparse.SUPPRESS)
+    ex.add_argument("--state-dict", metavar="FILE", help="also (or only) write the weights as a PyTorch state dict")
+    ex.add_argument("--opset", type=int, default=17)
+    ex.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    _add_model_options(ex)
+    ex.set_defaults(func=cmd_export)
+    LEAVES[("export",)] = ex
+
+    im = sub.add_parser("import", help="a PyTorch state dict -> darknet weights for the same cfg",
+                        usage="pydarknet import CFG STATE_DICT OUT.weights")
+    im.add_argument("cfg")
+    im.add_argument("state_dict")
+    im.add_argument("out")
+    im.set_defaults(func=cmd_import)
+    LEAVES[("import",)] = im
 
     zoo = sub.add_parser("zoo", help="the model zoo: published and computed figures, cached or not")
     zoo.set_defaults(func=cmd_zoo)
