@@ -187,11 +187,13 @@ def run_proc(cmd: list[str], *, env: dict, stdin: bytes = b"", marker: bytes | N
                threading.Thread(target=reader, args=("stderr", p.stderr)), threading.Thread(target=writer)]
     for t in threads:
         t.start()
-    rc = p.wait()
+    _, status, usage = os.wait4(p.pid, 0)  # like p.wait(), plus the child's CPU time
+    wall = time.perf_counter() - t0
+    rc = p.returncode = os.waitstatus_to_exitcode(status)
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
-    out = {"wall": wall, "rc": rc, "stdout": bufs["stdout"].decode(errors="replace"),
+    out = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rc": rc,
+           "stdout": bufs["stdout"].decode(errors="replace"),
            "stderr": bufs["stderr"].decode(errors="replace"), "marks": marks}
     if check and rc != 0:
         tail = "\n".join(out["stderr"].strip().splitlines()[-5:])
@@ -424,6 +426,7 @@ def bench_one_shot(models, weights, images, args, env, env_nocache, quiet, tmp) 
             walls = [r["wall"] for r in runs]
             fwd = [x for r in runs for x in predicted_in(r["stderr"])]
             row[label] = {"median_s": median(walls), "min_s": min(walls), "samples_s": walls,
+                          "cpu_median_s": median([r["cpu"] for r in runs]),
                           "forward_median_s": median(fwd), "stdout": first["stdout"]}
             log(f"one-shot {name} {label}: {median(walls):.3f} s (forward {median(fwd) or 0:.3f} s)")
         if "darknet" in row:
@@ -484,7 +487,8 @@ def bench_interactive(models, weights, images, one_shot, args, env, quiet, tmp) 
             progs["darknet"] = ([dk, "classifier", "predict", data, cfg, w], env)
         row: dict = {"images": m}
         for label, (cmd, e) in progs.items():
-            run_proc(cmd, env=e, stdin=(paths[0] + "\n").encode(), cwd=tmp)  # warm-up
+            run_proc(cmd, env=e, stdin=(paths[0] + "\n").encode(), cwd=tmp)  # warm-up (page, bytecode caches)
+            warm = run_proc(cmd, env=e, stdin=(paths[0] + "\n").encode(), cwd=tmp)  # CPU time of 1 image
             quiet(f"interactive {name} {label}")
             r = run_proc(cmd, env=e, stdin=stdin, marker=PROMPT, cwd=tmp)
             marks = r["marks"]
@@ -493,7 +497,9 @@ def bench_interactive(models, weights, images, one_shot, args, env, quiet, tmp) 
             per = (marks[m] - marks[0]) / m
             fwd = predicted_in(r["stderr"])
             row[label] = {"startup_s": marks[0], "per_image_s": per, "images_per_s": 1 / per,
-                          "forward_median_s": median(fwd), "wall_s": r["wall"], "blocks": top5_blocks(r["stdout"])}
+                          "forward_median_s": median(fwd), "wall_s": r["wall"],
+                          "cpu_per_image_s": (r["cpu"] - warm["cpu"]) / (m - 1) if m > 1 else None,
+                          "blocks": top5_blocks(r["stdout"])}
             log(f"interactive {name} {label}: start-up {marks[0]:.2f} s, {1e3 * per:.1f} ms/image "
                 f"(forward {1e3 * (median(fwd) or 0):.1f} ms), {m} images")
         if "darknet" in row:
@@ -529,8 +535,9 @@ def bench_batch(models, weights, images, interactive, args, env, quiet, tmp) -> 
             cmd1 = base + ["--list", one, "--out", out1, "--batch", str(args.batch[0])]
             run_proc(cmd1, env=env, cwd=tmp)  # warm-up
             quiet(f"batch start-up {name} workers={workers}")
-            starts = [run_proc(cmd1, env=env, cwd=tmp)["wall"] for _ in range(max(3, args.repeat))]
-            startup = median(starts)
+            sr = [run_proc(cmd1, env=env, cwd=tmp) for _ in range(max(3, args.repeat))]
+            starts = [x["wall"] for x in sr]
+            startup, startup_cpu = median(starts), median([x["cpu"] for x in sr])
             for b in args.batch:
                 out = os.path.join(tmp, f"batch_{name}_{b}_{workers}.csv")
                 quiet(f"batch {name} b={b} w={workers}")
@@ -543,6 +550,8 @@ def bench_batch(models, weights, images, interactive, args, env, quiet, tmp) -> 
                 row = {"model": name, "batch": b, "workers": workers, "images": n, "wall_s": r["wall"],
                        "startup_s": startup, "startup_samples_s": starts, "end_to_end_img_s": n / r["wall"],
                        "steady_img_s": steady, "darknet_img_s": dk_rate,
+                       "cpu_per_image_s": (r["cpu"] - startup_cpu) / (n - 1),
+                       "darknet_cpu_per_image_s": dk["cpu_per_image_s"] if dk else None,
                        "ratio_steady": steady / dk_rate if dk_rate else None,
                        "ratio_end_to_end": (n / r["wall"]) / dk_rate if dk_rate else None,
                        "rows": len(got), "errors": sum(1 for g in got if g["error"]),
@@ -599,8 +608,9 @@ def report(doc: dict) -> str:
     if inter:
         L += ["### (b) Interactive `classifier predict` (paths on stdin; per image from prompt times, load "
               "excluded)", "",
-              "| model | program | images | start-up s | ms / image | images/s | forward ms | top-5 / top-1 = darknet |",
-              "|---|---|---:|---:|---:|---:|---:|---|"]
+              "| model | program | images | start-up s | ms / image | images/s | forward ms | CPU ms / image "
+              "| top-5 / top-1 = darknet |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
         for name, row in inter.items():
             for prog in ("pydarknet", "darknet"):
                 r = row.get(prog)
@@ -609,23 +619,26 @@ def report(doc: dict) -> str:
                 same = (f"{row['top5_identical']}/{row['images']} / {row['top1_identical']}/{row['images']}"
                         if prog == "pydarknet" and "top5_identical" in row else "")
                 L.append(f"| {name} | {prog} | {row['images']} | {r['startup_s']:.2f} | {1e3 * r['per_image_s']:.1f} "
-                         f"| {r['images_per_s']:.2f} | {1e3 * (r['forward_median_s'] or 0):.1f} | {same} |")
+                         f"| {r['images_per_s']:.2f} | {1e3 * (r['forward_median_s'] or 0):.1f} | "
+                         f"{'-' if r['cpu_per_image_s'] is None else format(1e3 * r['cpu_per_image_s'], '.1f')} | {same} |")
             if row.get("darknet") and row.get("pydarknet"):
-                L.append(f"| {name} | **ratio** | | | | **{row['pydarknet']['images_per_s'] / row['darknet']['images_per_s']:.1f}x** | | |")
+                L.append(f"| {name} | **ratio** | | | | **{row['pydarknet']['images_per_s'] / row['darknet']['images_per_s']:.1f}x** | | | |")
         L.append("")
     batch = doc.get("batch")
     if batch:
         L += [f"### (c) Batch mode `classifier predict --list` ({batch[0]['images']} images, "
               f"{doc['args']['threads']} threads) vs darknet's interactive rate", "",
               "| model | batch | workers | wall s | start-up s | img/s end-to-end | img/s steady | darknet img/s "
-              "| steady vs darknet | end-to-end vs darknet | top-1 = darknet |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "| steady vs darknet | end-to-end vs darknet | CPU ms/img ours / darknet | top-1 = darknet |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in batch:
             x = lambda v: "-" if v is None else f"{v:.1f}x"  # noqa: E731
             L.append(f"| {r['model']} | {r['batch']} | {r['workers']} | {r['wall_s']:.2f} | {r['startup_s']:.2f} | "
                      f"{r['end_to_end_img_s']:.1f} | {r['steady_img_s']:.1f} | "
                      f"{'-' if r['darknet_img_s'] is None else format(r['darknet_img_s'], '.2f')} | "
-                     f"{x(r['ratio_steady'])} | {x(r['ratio_end_to_end'])} | {r['top1_vs_darknet'] or '-'} |")
+                     f"{x(r['ratio_steady'])} | {x(r['ratio_end_to_end'])} | {1e3 * r['cpu_per_image_s']:.1f} / "
+                     f"{'-' if r['darknet_cpu_per_image_s'] is None else format(1e3 * r['darknet_cpu_per_image_s'], '.1f')} | "
+                     f"{r['top1_vs_darknet'] or '-'} |")
         L.append("")
     goals = doc.get("goals")
     if goals:

@@ -172,6 +172,10 @@ def bench_model(name, pool, args, env, quiet, tmp) -> dict:
     if dk:
         cmd = ([shutil.which("stdbuf"), "-oL"] if shutil.which("stdbuf") else []) + \
               [dk, "classifier", "valid", data, cfg, weights]
+        write_data(os.path.join(tmp, f"{name}_one.data"), lists["one"])
+        one = cmd[:-3] + [os.path.join(tmp, f"{name}_one.data")] + cmd[-2:]
+        B.run_proc(one, env=env, cwd=tmp)  # warm-up
+        one = B.run_proc(one, env=env, cwd=tmp)  # CPU time of one image
         quiet(f"darknet valid {name}")
         r = B.run_proc(cmd, env=env, marker=b": top 1: ", cwd=tmp)
         marks = r["marks"]
@@ -181,13 +185,15 @@ def bench_model(name, pool, args, env, quiet, tmp) -> dict:
         res["darknet"] = {"images": n_dk, "wall_s": r["wall"], "steady_img_s": steady,
                           "steady_from_line_times": timed,
                           "startup_s": max(0.0, marks[0] - 1 / steady) if marks else None,
-                          "end_to_end_img_s": n_dk / r["wall"], "final_line": running_dk[-1] if running_dk else None}
+                          "end_to_end_img_s": n_dk / r["wall"], "final_line": running_dk[-1] if running_dk else None,
+                          "cpu_per_image_s": (r["cpu"] - one["cpu"]) / max(n_dk - 1, 1)}
         log(f"darknet valid {name}: {n_dk} images in {r['wall']:.1f} s, {steady:.2f} img/s steady; "
             f"{res['darknet']['final_line']}")
 
     # pydarknet on the same list: the same lines?
     base = py + ["classifier", "valid", data, cfg, weights, "-q"]
     B.run_proc(base + ["--list", lists["one"]], env=env, cwd=tmp)  # warm-up (page and bytecode caches)
+    one = B.run_proc(base + ["--list", lists["one"]], env=env, cwd=tmp)  # CPU time of one image
     quiet(f"pydarknet valid {name} (same list)")
     r = B.run_proc(base, env=env, cwd=tmp)
     per_py, running_py = split_valid_output(r["stdout"])
@@ -214,6 +220,7 @@ def bench_model(name, pool, args, env, quiet, tmp) -> dict:
             rate = printed_rate(r["stderr"])
             row = {"batch": batch, "workers": workers, "images": n_ours, "wall_s": r["wall"],
                    "printed_img_s": rate, "end_to_end_img_s": n_ours / r["wall"],
+                   "cpu_per_image_s": (r["cpu"] - one["cpu"]) / max(n_ours - 1, 1),
                    "startup_s": r["wall"] - n_ours / rate if rate else None,
                    "final_line": running[-1] if running else None,
                    "vs_darknet": rate / dk_rate if rate and dk_rate else None,
@@ -240,20 +247,22 @@ def report(doc: dict) -> str:
     L += ["", f"### `classifier valid` throughput ({doc['args']['threads']} threads; images/s as pydarknet prints "
           "it, model loading excluded; darknet: steady rate from its line times)", "",
           "| model | program | images | batch | workers | wall s | start-up s | images/s | end-to-end images/s "
-          "| vs darknet |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "| vs darknet | CPU ms / image |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in doc["models"]:
         d = m.get("darknet")
         if d:
             L.append(f"| {m['model']} | darknet | {d['images']} | - | - | {d['wall_s']:.1f} | "
-                     f"{d['startup_s']:.2f} | {d['steady_img_s']:.2f} | {d['end_to_end_img_s']:.2f} | 1.0x |")
+                     f"{d['startup_s']:.2f} | {d['steady_img_s']:.2f} | {d['end_to_end_img_s']:.2f} | 1.0x | "
+                     f"{1e3 * d['cpu_per_image_s']:.1f} |")
         s = m["same_list"]
         L.append(f"| {m['model']} | pydarknet (same list, defaults) | {s['images']} | 32 | default | "
                  f"{s['wall_s']:.1f} | - | {s['printed_img_s'] or 0:.1f} | {s['images'] / s['wall_s']:.1f} | "
-                 + (f"{s['printed_img_s'] / d['steady_img_s']:.1f}x" if d and s["printed_img_s"] else "-") + " |")
+                 + (f"{s['printed_img_s'] / d['steady_img_s']:.1f}x" if d and s["printed_img_s"] else "-") + " | - |")
         for r in m["settings"]:
             L.append(f"| {m['model']} | pydarknet | {r['images']} | {r['batch']} | {r['workers']} | {r['wall_s']:.1f} "
                      f"| {r['startup_s'] or 0:.2f} | {r['printed_img_s'] or 0:.1f} | {r['end_to_end_img_s']:.1f} | "
-                     + ("-" if r["vs_darknet"] is None else f"**{r['vs_darknet']:.1f}x**") + " |")
+                     + ("-" if r["vs_darknet"] is None else f"**{r['vs_darknet']:.1f}x**")
+                     + f" | {1e3 * r['cpu_per_image_s']:.1f} |")
     L.append("")
     L += ["### Goals", ""] + [f"- {g}" for g in doc["goals"]] + [""]
     if doc.get("busy"):

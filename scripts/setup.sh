@@ -13,12 +13,14 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
 fi
 echo "setup: installing pydarknet"
 quiet "$PY" -m pip install -e ".[test,efficientnet]"
-if [ "${PYDARKNET_SKIP_APT:-0}" != 1 ] && ! command -v darknet >/dev/null 2>&1; then
+# Debian packages: darknet (the live oracle and speed baseline), dataset-fashion-mnist (real labelled images)
+if [ "${PYDARKNET_SKIP_APT:-0}" != 1 ] && { ! command -v darknet >/dev/null 2>&1 || \
+     [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian's darknet (live oracle for the tests)"
+    echo "setup: installing Debian's darknet and dataset-fashion-mnist"
     quiet apt-get update
-    DEBIAN_FRONTEND=noninteractive quiet apt-get install -y darknet
+    DEBIAN_FRONTEND=noninteractive quiet apt-get install -y darknet dataset-fashion-mnist
   else
-    echo "setup: C darknet not installed and no root apt: the live-oracle tests will skip"
+    echo "setup: no root apt: the tests that need the C darknet or Fashion-MNIST will skip"
   fi
 fi
