@@ -129,15 +129,9 @@ def logical_lines(text: str):
 
 def read_text(path: str, what: str) -> str:
     """A UTF-8 text file's contents; every failure is a DarknetError naming the file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise DarknetError(f"no such {what} file", path) from None
-    except IsADirectoryError:
-        raise DarknetError(f"is a directory, not a {what} file", path) from None
-    except OSError as e:
-        raise DarknetError(f"cannot read {what}: {e.strerror}", path) from None
+    from .atomic import read_bytes
+
+    data = read_bytes(path, what)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -722,16 +722,10 @@ def export_state_dict(net: Network, path: str | os.PathLike, *, format: str | No
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read a ``.safetensors`` or ``torch.save`` state dict (told apart by content, not by name) into
     (name -> tensor, metadata). ``torch.load`` runs with ``weights_only=True``: no pickled classes."""
+    from .atomic import read_bytes
+
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except FileNotFoundError:
-        raise DarknetError("no such state dict file", path) from None
-    except IsADirectoryError:
-        raise DarknetError("is a directory, not a state dict file", path) from None
-    except OSError as e:
-        raise DarknetError(f"cannot read: {e.strerror}", path) from None
+    head = read_bytes(path, "state dict", limit=9)
     meta: dict[str, str] = {}
     if len(head) == 9 and head[8:9] == b"{":  # safetensors: u64 header length, then the JSON header
         st = _safetensors(path)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import atomic_write, read_bytes
 from .errors import DarknetError
 from .specs import LayerSpec, NetSpec
 
@@ -100,15 +100,7 @@ def read_weights(path: str | os.PathLike, net: NetSpec, *, upto: int | None = No
     ``partial`` / load_weights_upto) and the file may hold more; otherwise it must hold exactly the floats
     the cfg implies."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise DarknetError("no such weights file", path) from None
-    except IsADirectoryError:
-        raise DarknetError("is a directory, not a weights file", path) from None
-    except OSError as e:
-        raise DarknetError(f"cannot read weights: {e.strerror}", path) from None
+    data = read_bytes(path, "weights")
     header = parse_header(data, path)
     layers = net.layers if upto is None else net.layers[:upto]
     expected = expected_bytes(net, header, upto)

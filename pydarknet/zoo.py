@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from . import __version__
+from .atomic import fsync_dir
 from .errors import DarknetError, DarknetWarning
 from .specs import NetSpec, load_specs
 from .weights import Header, expected_bytes, parse_header
@@ -450,17 +451,6 @@ def _download_once(url: str, part: pathlib.Path, entry: ZooEntry, *, progress: b
                           keep_part=done > 0)
 
 
-def _fsync_dir(directory: pathlib.Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _size(path: pathlib.Path) -> int:
@@ -494,7 +484,7 @@ def _fetch_url(url: str, entry: ZooEntry, final: pathlib.Path, *, progress: bool
                 continue
             raise _Failed(e.problem) from None
         os.replace(part, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return
     raise _Failed(f"gave up after {_MAX_TRIES_PER_URL} tries")
 
