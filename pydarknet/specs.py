@@ -47,13 +47,9 @@ class LayerSpec:
     out: Shape
     outputs: int
     common: Common
+    inputs: int  # floats per image coming in (l.inputs): c*h*w, or the previous flat vector's length
 
     kind: ClassVar[str] = ""
-
-    @property
-    def inputs(self) -> int:
-        c, h, w = self.inp
-        return c * h * w
 
     def layout(self) -> Layout:
         """Parameter arrays in .weights file order: (name, shape). Empty for kinds without weights."""
@@ -339,7 +335,7 @@ class _Ctx:
     def base(self, s: Section, out: Shape, outputs: int | None = None) -> dict:
         c, h, w = out
         return dict(index=self.index, lineno=s.lineno, inp=self.inp, out=out,
-                    outputs=c * h * w if outputs is None else outputs, common=_common(s))
+                    outputs=c * h * w if outputs is None else outputs, common=_common(s), inputs=self.inputs)
 
     def need_image(self, s: Section) -> None:
         c, h, w = self.inp

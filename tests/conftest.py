@@ -10,6 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI replays the same generated examples every run (a red CI is then a real, reproducible finding);
+# locally every run draws new ones.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PYDARKNET_SHARED", ROOT.parent / "shared"))

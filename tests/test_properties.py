@@ -5,7 +5,7 @@ import struct
 import warnings
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pydarknet.cfg import parse_cfg
@@ -43,6 +43,7 @@ def cfg_texts(draw):
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg_texts())
+@example("[net]\nwidth=1\nheight=1\nchannels=1\n[softmax]\n\n[connected]")  # flat input after softmax
 def test_cfg_reader_raises_only_darknet_errors(text):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -99,3 +99,14 @@ def test_squeezenet_follows_the_paper():
 def test_summary_line():
     net = load_specs(ZOO_CFG / "tiny.cfg")
     assert net.summary_line() == "total  0.983 BFLOPs  1046488 params  4185972 bytes"
+
+
+def test_layer_after_a_flat_vector_reads_its_length():
+    """A softmax has no image shape (out_w/h/c are 0 in make_softmax_layer); the next layer's inputs are
+    its outputs, as parse_network passes l.outputs on. Darknet prints `connected 4 -> 3` for this cfg."""
+    from pydarknet.cfg import parse_cfg
+    from pydarknet.specs import build_specs
+    net = build_specs(parse_cfg("[net]\nwidth=2\nheight=2\nchannels=1\n[softmax]\n[connected]\noutput=3\n", "f.cfg"))
+    conn = net.layers[1]
+    assert conn.inputs == 4 and dict(conn.layout())["weights"] == (3, 4)
+    assert conn.table_line().split() == ["connected", "4", "->", "3"]
