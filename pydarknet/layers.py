@@ -66,6 +66,9 @@ def maxpool_darknet(x: Tensor, size: int, stride: int, padding: int) -> Tensor:
     oh = (h + padding - size) // stride + 1
     ow = (w + padding - size) // stride + 1
     lead = padding // 2
+    if size == stride == 2 and lead == 0 and h % 2 == 0 and w % 2 == 0 and x.dim() == 4 \
+            and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
+        return _maxpool_2x2_channels_last(x)  # the same maxima, found faster
     right = (ow - 1) * stride + size - w - lead
     bottom = (oh - 1) * stride + size - h - lead
     if lead or right > 0 or bottom > 0:
@@ -74,6 +77,15 @@ def maxpool_darknet(x: Tensor, size: int, stride: int, padding: int) -> Tensor:
     if max(lead, right, bottom) >= size:  # a window wholly outside the image: darknet leaves -FLT_MAX there
         y = y.clamp_min(-torch.finfo(torch.float32).max)
     return y
+
+
+def _maxpool_2x2_channels_last(x: Tensor) -> Tensor:
+    """A 2x2/2 pool of an even-sized channels_last map as two ``torch.maximum`` of strided views: the
+    maxima ``F.max_pool2d`` finds, 1.4-2.5x sooner at batch 1 (measured in benchmarks/forward.py's runs)."""
+    n, c, h, w = x.shape
+    v = x.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2 * c)
+    rows = torch.maximum(v[:, :, 0], v[:, :, 1]).view(n, h // 2, w // 2, 2, c)
+    return torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).permute(0, 3, 1, 2)
 
 
 def shortcut_darknet(out: Tensor, add: Tensor, alpha: float, beta: float) -> Tensor:
@@ -146,6 +158,32 @@ assert set(ACTIVATION_FUNCTIONS) == set(S.ACTIVATIONS)
 
 
 # ---------------------------------------------------------------------------------------------------------
+# oneDNN fast path for CPU inference
+
+
+#: darknet activation -> oneDNN post-op (name, scalars) applied inside the convolution; others run after it
+ONEDNN_POST_OPS: dict[str, tuple[str, list[float]]] = {
+    "linear": ("none", []),
+    "relu": ("relu", []),
+    "leaky": ("leaky_relu", [0.1]),
+    "relu6": ("hardtanh", [0.0, 6.0]),
+    "logistic": ("sigmoid", []),
+    "tanh": ("tanh", []),
+    "hardtan": ("hardtanh", [-1.0, 1.0]),
+    "swish": ("swish", []),
+}
+HAVE_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def use_onednn(x: Tensor) -> bool:
+    """Whether a CPU inference step may run on oneDNN's prepacked kernels: float32 on the CPU, no gradient
+    wanted, and not being traced or compiled (export and torch.compile see the plain operators)."""
+    return (HAVE_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
+            and not (torch.is_grad_enabled() and x.requires_grad)
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
+# ---------------------------------------------------------------------------------------------------------
 # layers
 
 
@@ -194,6 +232,7 @@ class Convolutional(_BatchNormMixin, Layer):
             self._init_bn(n)
         self.act = ACTIVATION_FUNCTIONS[spec.activation]
         self._fused: tuple[Tensor, Tensor] | None = None
+        self._packed: dict[tuple[int, ...], Tensor] = {}  # input shape -> oneDNN-reordered fused kernel
 
     def fuse(self) -> None:
         """Precompute the batchnorm-folded kernel for inference (used only in eval mode)."""
@@ -204,13 +243,40 @@ class Convolutional(_BatchNormMixin, Layer):
             else:
                 w, b = self.weights.clone(), self.biases.clone()
         self._fused = (w.contiguous(), b.contiguous())
+        self._packed = {}
 
     def unfuse(self) -> None:
         self._fused = None
+        self._packed = {}
+
+    def __getstate__(self) -> dict:  # pickle / deepcopy: the oneDNN kernels are a cache, rebuilt on demand
+        state = super().__getstate__()
+        state["_packed"] = {}
+        return state
+
+    def _forward_onednn(self, x: Tensor) -> Tensor:
+        """The fused convolution and its activation in one oneDNN call, the kernel reordered once per input
+        shape. Agrees with F.conv2d to float rounding (the conformance tests run on this path)."""
+        s = self.spec
+        key = tuple(x.shape)
+        w = self._packed.get(key)
+        pad, stride = [s.padding] * 2, [s.stride] * 2
+        if w is None:
+            if len(self._packed) >= 8:
+                self._packed.clear()
+            w = self._packed[key] = torch.ops.mkldnn._reorder_convolution_weight(
+                self._fused[0].contiguous(memory_format=torch.channels_last), pad, stride, [1, 1], s.groups,
+                list(key))
+        attr, scalars = ONEDNN_POST_OPS.get(s.activation, ("none", []))
+        y = torch.ops.mkldnn._convolution_pointwise(x, w, self._fused[1], pad, stride, [1, 1], s.groups,
+                                                    attr, scalars, None)
+        return y if s.activation in ONEDNN_POST_OPS else self.act(y)
 
     def forward(self, x: Tensor, cache: list) -> Tensor:
         s = self.spec
         if self._fused is not None and not self.training:
+            if use_onednn(x):
+                return self._forward_onednn(x)
             w, b = self._fused
             return self.act(F.conv2d(x, w, b, s.stride, s.padding, 1, s.groups))
         y = F.conv2d(x, self.weights, None, s.stride, s.padding, 1, s.groups)

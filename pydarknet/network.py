@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import DarknetWarning
-from .layers import MODULES, Layer
+from .layers import MODULES, Layer, use_onednn
 from .specs import NetSpec, load_specs
 from .weights import Header, Params, read_weights, write_weights
 
@@ -44,6 +44,8 @@ class Network(nn.Module):
         if x.dim() != 4 or x.shape[1] != c or (self._fixed_size and tuple(x.shape[2:]) != (h, w)):
             want = f"(N, {c}, {h}, {w})" if self._fixed_size else f"(N, {c}, H, W)"
             raise ValueError(f"{os.path.basename(self.spec.path)} expects input {want}, got {tuple(x.shape)}")
+        if not self.training and use_onednn(x):
+            x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's and the 2x2 maxpool's fast layout
         cache: list = [None] * len(self._seq)
         for i, layer in enumerate(self._seq):
             x = layer(x, cache)
@@ -90,6 +92,13 @@ class Network(nn.Module):
             if hasattr(m, "unfuse"):
                 m.unfuse()
         return self
+
+    def _apply(self, fn, recurse=True):  # .to(device) / .double(): fused kernels follow the weights
+        fused = any(getattr(m, "_fused", None) is not None for m in self._seq)
+        out = super()._apply(fn, recurse)
+        if fused:
+            self.fuse()
+        return out
 
     def train(self, mode: bool = True) -> "Network":
         if mode:

@@ -35,9 +35,11 @@ def ref_maxpool(x, size, stride, padding):
 @pytest.mark.parametrize("h,w,size,stride,padding", [
     (7, 9, 2, 2, 1), (8, 8, 2, 2, 1), (13, 13, 3, 2, 2), (5, 6, 3, 1, 2), (11, 7, 3, 2, 0), (6, 6, 2, 1, 1),
     (9, 9, 5, 3, 4), (4, 4, 1, 1, 0), (10, 12, 3, 3, 5)])
-def test_maxpool_matches_darknet_loop(h, w, size, stride, padding):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])  # channels_last: 2x2 path
+def test_maxpool_matches_darknet_loop(h, w, size, stride, padding, layout):
     x = np.random.default_rng(h * w).standard_normal((3, h, w)).astype(np.float32)
-    got = maxpool_darknet(torch.from_numpy(x)[None], size, stride, padding)[0].numpy()
+    t = torch.from_numpy(x)[None].contiguous(memory_format=layout)
+    got = maxpool_darknet(t, size, stride, padding)[0].numpy()
     assert np.array_equal(got, ref_maxpool(x, size, stride, padding))
 
 
@@ -151,3 +153,90 @@ def test_network_rejects_wrong_input_shape():
     assert conv(torch.rand(2, 3, 9, 7)).shape == (2, 2)  # fully convolutional: any size
     with pytest.raises(ValueError, match="expects input"):
         conv(torch.rand(2, 1, 9, 7))
+
+
+FAST_PATH_CFG = """[net]
+width=30
+height=30
+channels=3
+[convolutional]
+filters=8
+size=3
+stride=1
+pad=1
+batch_normalize=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+filters=8
+size=3
+stride=2
+pad=1
+groups=8
+batch_normalize=1
+activation=relu6
+[convolutional]
+filters=12
+size=1
+stride=1
+activation=logistic
+[convolutional]
+filters=12
+size=3
+stride=1
+pad=1
+activation=mish
+[shortcut]
+from=-2
+activation=linear
+[convolutional]
+filters=8
+size=1
+stride=1
+activation=swish
+[route]
+layers=-1,-3
+[convolutional]
+filters=10
+size=1
+stride=1
+activation=linear
+[avgpool]
+[softmax]
+"""
+
+
+def test_cpu_fast_path_agrees_with_plain_operators(monkeypatch):
+    """Eval on the CPU runs oneDNN's prepacked convolutions with fused activations on channels_last maps;
+    it must give the plain F.conv2d network's numbers (to float rounding) for every batch size it sees,
+    after a deepcopy, and keep gradients working when the caller asks for them."""
+    import copy
+    from pydarknet import layers
+    torch.manual_seed(3)
+    net = Network(build_specs(parse_cfg(FAST_PATH_CFG, "fast.cfg")))
+    for m in net.modules():
+        if hasattr(m, "rolling_variance"):
+            m.rolling_mean.uniform_(-0.5, 0.5)
+            m.rolling_variance.uniform_(0.2, 2.0)
+            m.scales.data.uniform_(0.5, 1.5)
+        if hasattr(m, "biases") and isinstance(m.biases, torch.nn.Parameter):
+            m.biases.data.uniform_(-0.5, 0.5)
+    net.eval().fuse()
+    xs = [torch.rand(n, 3, 30, 30) for n in (1, 3, 1, 2)]
+    with torch.no_grad():
+        fast = [net(x) for x in xs] + [copy.deepcopy(net)(xs[0])]
+        monkeypatch.setattr(layers, "HAVE_ONEDNN", False)
+        plain = [net(x) for x in xs] + [net(xs[0])]
+    if layers.torch.backends.mkldnn.is_available():
+        assert any(m._packed for m in net.modules() if isinstance(m, layers.Convolutional))
+    for a, b in zip(fast, plain):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), (a - b).abs().max()
+    monkeypatch.undo()
+    with torch.no_grad():  # .double() / .to(device) refold the kernels from the moved weights
+        assert torch.allclose(net.double()(xs[0].double()).float(), plain[0], atol=1e-5, rtol=0)
+    net.float()
+    x = xs[1].clone().requires_grad_()
+    net(x).sum().backward()  # a saliency map in eval mode takes the plain, differentiable path
+    assert x.grad is not None and x.grad.shape == x.shape
