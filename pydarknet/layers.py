@@ -254,9 +254,12 @@ class Convolutional(_BatchNormMixin, Layer):
         state["_packed"] = {}
         return state
 
-    def _forward_onednn(self, x: Tensor) -> Tensor:
+    def _forward_onednn(self, x: Tensor, residual: Tensor | None = None, then: str = "linear") -> Tensor:
         """The fused convolution and its activation in one oneDNN call, the kernel reordered once per input
-        shape. Agrees with F.conv2d to float rounding (the conformance tests run on this path)."""
+        shape. Agrees with F.conv2d to float rounding (the conformance tests run on this path).
+
+        With ``residual`` (a linear convolution followed by a plain shortcut, fused by the Network), the
+        call computes ``then(conv(x) + residual)``: the shortcut costs no pass of its own over memory."""
         s = self.spec
         key = tuple(x.shape)
         w = self._packed.get(key)
@@ -267,6 +270,14 @@ class Convolutional(_BatchNormMixin, Layer):
             w = self._packed[key] = torch.ops.mkldnn._reorder_convolution_weight(
                 self._fused[0].contiguous(memory_format=torch.channels_last), pad, stride, [1, 1], s.groups,
                 list(key))
+        if residual is not None:  # oneDNN fuses only relu after the add; others run in place after it
+            fused_relu = then == "relu"
+            y = torch.ops.mkldnn._convolution_pointwise.binary(
+                x, residual, w, self._fused[1], pad, stride, [1, 1], s.groups, "add", None,
+                "relu" if fused_relu else None, [], None)
+            if fused_relu or then == "linear":
+                return y
+            return F.leaky_relu_(y, 0.1) if then == "leaky" else ACTIVATION_FUNCTIONS[then](y)
         attr, scalars = ONEDNN_POST_OPS.get(s.activation, ("none", []))
         y = torch.ops.mkldnn._convolution_pointwise(x, w, self._fused[1], pad, stride, [1, 1], s.groups,
                                                     attr, scalars, None)

@@ -33,6 +33,16 @@ class Network(nn.Module):
                 needed.add(s.from_index)
         self._keep = [i in needed for i in range(len(spec.layers))]
         self._out = spec.output_index
+        # CPU inference fuses a linear convolution with the plain shortcut right after it (ResNets' last
+        # convolution of a block): conv index -> shortcut index. Only where nothing else reads the conv's output.
+        self._conv_add: dict[int, int] = {}
+        for s in spec.layers:
+            p = s.index - 1
+            if (s.kind == "shortcut" and p >= 0 and spec.layers[p].kind == "convolutional"
+                    and spec.layers[p].activation == "linear" and s.from_shape == s.inp and s.from_index != p
+                    and (s.alpha, s.beta) == (1.0, 1.0)
+                    and not self._keep[p] and p != self._out):
+                self._conv_add[p] = s.index
         self._fixed_size = any(s.kind in ("connected", "crop") for s in spec.layers)
         self.header = Header()
 
@@ -44,11 +54,20 @@ class Network(nn.Module):
         if x.dim() != 4 or x.shape[1] != c or (self._fixed_size and tuple(x.shape[2:]) != (h, w)):
             want = f"(N, {c}, {h}, {w})" if self._fixed_size else f"(N, {c}, H, W)"
             raise ValueError(f"{os.path.basename(self.spec.path)} expects input {want}, got {tuple(x.shape)}")
-        if not self.training and use_onednn(x):
+        fast = not self.training and use_onednn(x)
+        if fast:
             x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's and the 2x2 maxpool's fast layout
         cache: list = [None] * len(self._seq)
+        done = -1  # a shortcut already computed together with its convolution
         for i, layer in enumerate(self._seq):
-            x = layer(x, cache)
+            if i == done:
+                pass
+            elif fast and i in self._conv_add and layer._fused is not None:
+                sc = self._seq[self._conv_add[i]].spec
+                x = layer._forward_onednn(x, cache[sc.from_index], sc.activation)
+                done = sc.index
+            else:
+                x = layer(x, cache)
             if self._keep[i]:
                 cache[i] = x
             if i == self._out:

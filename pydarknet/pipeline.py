@@ -27,7 +27,11 @@ def _prepare(args: tuple[int, str, Callable | str, int, int]) -> Prepared:
 
 
 def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1)))
+    """Decoding processes beside the network: none on one or two cores, where a worker only takes a core
+    from the forward pass (benchmarks/validate.py measured workers=0 fastest at 2 cores); else up to 4,
+    leaving at least half the cores to PyTorch."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(4, cpus // 2)
 
 
 def prepared_images(paths: Iterable[str], fn: Callable | str, w: int, h: int, workers: int = 0) -> Iterator[Prepared]:

@@ -192,12 +192,29 @@ activation=mish
 from=-2
 activation=linear
 [convolutional]
+filters=12
+size=1
+stride=1
+activation=linear
+[shortcut]
+from=-2
+activation=leaky
+[convolutional]
+filters=12
+size=3
+stride=1
+pad=1
+activation=linear
+[shortcut]
+from=-4
+activation=relu
+[convolutional]
 filters=8
 size=1
 stride=1
 activation=swish
 [route]
-layers=-1,-3
+layers=-1,-2
 [convolutional]
 filters=10
 size=1
@@ -224,6 +241,7 @@ def test_cpu_fast_path_agrees_with_plain_operators(monkeypatch):
         if hasattr(m, "biases") and isinstance(m.biases, torch.nn.Parameter):
             m.biases.data.uniform_(-0.5, 0.5)
     net.eval().fuse()
+    assert net._conv_add == {6: 7, 8: 9}  # linear conv + shortcut pairs computed in one oneDNN call
     xs = [torch.rand(n, 3, 30, 30) for n in (1, 3, 1, 2)]
     with torch.no_grad():
         fast = [net(x) for x in xs] + [copy.deepcopy(net)(xs[0])]
