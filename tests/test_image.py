@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import GOLDEN, need_shared, sha256
 from pydarknet.errors import DarknetError
-from pydarknet.image import decode_rgb8, load_image
+from pydarknet.image import decode_rgb8, load_image, to_float_chw
 from pydarknet.cdarknet import CDarknet, find_library
 
 RNG = np.random.default_rng(0)
@@ -34,6 +34,8 @@ def test_float_conversion_is_v_over_255(tmp_path):
     x = load_image(p)
     assert x.shape == (3, 7, 9) and x.dtype == np.float32
     assert np.array_equal(x, (RGB.transpose(2, 0, 1) / 255.0).astype(np.float32))
+    every_byte = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    assert np.array_equal(to_float_chw(every_byte), (every_byte.transpose(2, 0, 1) / 255.0).astype(np.float32))
 
 
 def test_gray_is_replicated(tmp_path):
