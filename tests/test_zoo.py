@@ -196,43 +196,46 @@ class Server:
                 pass
 
             def do_GET(self):
+                # each request is logged before any byte of its answer goes out, so the log's order is the
+                # order the client made its requests in, even with one handler thread per request
                 route = outer.routes.get(self.path)
                 rng = self.headers.get("Range")
                 if route is not None and route.location:
+                    outer.log.append((self.path, rng, 0))
                     self.send_response(302)
                     self.send_header("Location", route.location)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                    outer.log.append((self.path, rng, 0))
                     return
                 if route is None or route.status != 200:
-                    self.send_error(route.status if route else 404)
                     outer.log.append((self.path, rng, 0))
+                    self.send_error(route.status if route else 404)
                     return
                 body, status = route.body, 200
                 m = re.fullmatch(r"bytes=(\d+)-", rng or "")
                 if route.ranges and m:
                     start = int(m.group(1))
                     if start >= len(body):
-                        self.send_error(416)
                         outer.log.append((self.path, rng, 0))
+                        self.send_error(416)
                         return
                     status = 206
                     part = body[start:]
                 else:
                     part = body
-                self.send_response(status)
-                self.send_header("Content-Type", route.ctype)
-                if route.length:
-                    self.send_header("Content-Length", str(len(part)))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.end_headers()
+                full = len(part)
                 if route.drop_after is not None:
                     part, route.drop_after = part[:route.drop_after], None
                     self.close_connection = True
-                self.wfile.write(part)
                 outer.log.append((self.path, rng, len(part)))
+                self.send_response(status)
+                self.send_header("Content-Type", route.ctype)
+                if route.length:
+                    self.send_header("Content-Length", str(full))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.end_headers()
+                self.wfile.write(part)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
