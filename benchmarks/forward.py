@@ -1,8 +1,8 @@
-"""Forward-pass benchmark: pydarknet vs C darknet (libdarknet.so) vs OpenCV's Darknet importer.
+"""Forward-pass benchmark: pydarknet vs C darknet (libdarknet.so), OpenCV's Darknet importer and ONNX Runtime.
 
 Batch 1, fp32, at 1 and 2 threads, on every zoo model (or ``--models tiny,darknet19``)::
 
-    python benchmarks/forward.py                      # all 16 zoo models
+    python benchmarks/forward.py                      # the 16 darknet zoo models and EfficientNet-Lite0
     python benchmarks/forward.py --models tiny,resnet50 --repeat 20 --threads 1
 
 Prints a markdown table and writes ``benchmarks/results/forward.json`` (git-ignored).
@@ -18,7 +18,8 @@ Method
     homogeneous ops (linear/relu/leaky, avgpool) follow that layer, so this just scales the logits; a power
     of two keeps it exact in float32. ``k`` is in the JSON (``logit_scale``).
   * Input: ``numpy.random.default_rng(1).random((C, H, W), float32)`` (uniform in [0, 1)), the same array for
-    all three implementations (OpenCV gets it as a (1, C, H, W) blob: no scaling, no mean, no RB swap).
+    all the implementations (OpenCV and ONNX Runtime get it as a (1, C, H, W) array: no scaling, no mean,
+    no RB swap).
   * Timing: ``time.perf_counter`` around one forward call. Warm-up: at least one call and at least
     ``--warmup`` seconds; then ``repeats = clamp(budget / first_time, 3, --repeat)`` timed calls; the median
     is reported (min and all samples are in the JSON).
@@ -26,19 +27,32 @@ Method
     is repeated (up to ``--retries`` times) if other processes used more than ``--max-contention`` cores
     on average while it ran (machine busy time from /proc/stat minus our own and our children's CPU
     time). The JSON records ``contention`` per measurement; rows still disturbed are listed at the end.
-  * pydarknet runs in this process (``torch.set_num_threads(t)``, ``torch.inference_mode()``). C darknet and
-    OpenCV each run in a fresh subprocess per thread count (``OMP_NUM_THREADS=t`` set before the library is
-    loaded; ``cv2.setNumThreads(t)``), which also keeps libdarknet's OpenCV 4.6 away from the cv2 wheel and
+  * pydarknet runs in this process (``torch.set_num_threads(t)``, ``torch.inference_mode()``). C darknet,
+    OpenCV and ONNX Runtime each run in a fresh subprocess per thread count (``OMP_NUM_THREADS=t`` set before
+    the library is loaded; ``cv2.setNumThreads(t)``; ``SessionOptions.intra_op_num_threads = t``,
+    ``inter_op_num_threads = 1``), which also keeps libdarknet's OpenCV 4.6 away from the cv2 wheel and
     keeps the thread pools from competing.
+  * ONNX Runtime: the network (the same cfg and weights file, loaded by ``load_network``) is exported once
+    per model in this process by pydarknet's own exporter, ``pydarknet.export.export_onnx(net, path,
+    batch=1)`` (static batch 1, opset 17; it checks the file against ONNX Runtime itself before writing
+    it, and its report is in the JSON as ``onnx_export``); the worker times ``session.run`` on
+    ``CPUExecutionProvider`` with the default graph optimisations (``ORT_ENABLE_ALL``).
+  * C darknet (pjreddie's, Debian's libdarknet) does not know AlexeyAB's activations (relu6, swish, mish):
+    its parser warns and uses relu instead (and EfficientNet-Lite0's forward pass then crashes), so a cfg
+    using one is recorded as ``unsupported`` without running it.
   * If libdarknet.so was built without OpenMP (Debian's is: it imports no ``GOMP_*``/``omp_*`` symbol) its
     thread count cannot change anything, so the 1-thread measurement is reused for the other thread counts
     (marked in the JSON as ``"reused_from_threads": 1``); ``--c-every-thread-count`` measures anyway.
   * Correctness: top-5 indices (in order) of the output vector must be identical across the
     implementations that ran; ``max|diff|`` is the largest absolute difference of the (softmax) outputs of
-    pydarknet vs darknet and vs OpenCV.
+    pydarknet vs darknet, vs OpenCV and vs ONNX Runtime.
 
 OpenCV (``pip install "opencv-python-headless<5"``; 5.x dropped the Darknet importer) is optional: without
 cv2 its column is skipped with a note. Models OpenCV's importer refuses are recorded as ``unsupported``.
+ONNX Runtime (``pip install onnx onnxruntime``, pydarknet's ``onnx`` extra) is optional too: without it, or
+with ``--no-onnxruntime``, its column is skipped with a note; an export that fails is recorded as ``error``
+with the exporter's message. The shared machinery (quiet-machine waits, contention snapshots, machine
+info, JSON writing) is in ``benchmarks/common.py``.
 """
 from __future__ import annotations
 
@@ -46,25 +60,26 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/common.py
+import common as C  # noqa: E402
 
 ZOO = ("alexnet", "darknet", "tiny", "squeezenet", "vgg-16", "extraction", "darknet19", "darknet19_448",
-       "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50", "darknet53", "densenet201")
+       "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50", "darknet53", "densenet201",
+       "efficientnet-lite0")
+IMPLS = ("darknet", "opencv", "onnxruntime")  # the baselines, each timed in a subprocess worker
 TARGET_LOGIT_STD = 3.0
 WEIGHT_SEED = 0
 INPUT_SEED = 1
+ONNX_OPSET = 17
+#: AlexeyAB's activations (pydarknet.specs.ACTIVATIONS), unknown to pjreddie's darknet (Debian's libdarknet).
+NOT_IN_LIBDARKNET = ("relu6", "swish", "mish")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -92,56 +107,14 @@ def time_calls(fn, *, repeat: int, budget: float, warmup: float) -> dict:
             "samples_ms": [round(1e3 * s, 4) for s in samples], "repeats": n, "output": out}
 
 
-def cpu_idle_fraction(dt: float = 0.3) -> float | None:
-    """Fraction of the machine's CPU time that was idle over ``dt`` seconds (Linux; None elsewhere)."""
-    def read():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return v[3] + v[4], sum(v)
-    try:
-        i0, t0 = read()
-        time.sleep(dt)
-        i1, t1 = read()
-    except OSError:
-        return None
-    return (i1 - i0) / max(t1 - t0, 1)
-
-
-def wait_quiet(timeout: float, need: float = 0.9) -> bool:
-    """Wait (up to ``timeout`` s) until other processes leave the CPUs >= ``need`` idle; False on timeout.
-
-    Timings on a shared 2-core machine are meaningless while something else computes; this makes each
-    measurement start on a quiet machine where possible, and the JSON records where it could not.
-    """
-    t = time.perf_counter()
-    while True:
-        idle = cpu_idle_fraction()
-        if idle is None or idle >= need:
-            return True
-        if time.perf_counter() - t >= timeout:
-            return False
-
-
-def _cpu_snapshot() -> tuple[float, float] | None:
-    """(seconds of busy CPU time on the whole machine, seconds of CPU time of this process and its children)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return None
-    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    t = os.times()
-    return (sum(v) - v[3] - v[4]) / hz, t.user + t.system + t.children_user + t.children_system
-
-
 def measure(run, args) -> tuple[dict, float | None]:
     """``run()`` on a quiet machine: wait for quiet, run, and re-run (up to ``--retries`` times) where other
     processes took more than ``--max-contention`` cores on average meanwhile. Returns (result, contention)."""
     for attempt in range(args.retries + 1):
-        wait_quiet(args.quiet_wait)
-        t0, s0 = time.perf_counter(), _cpu_snapshot()
+        C.wait_quiet(args.quiet_wait, dt=0.3)
+        t0, s0 = time.perf_counter(), C.cpu_snapshot()
         res = run()
-        t1, s1 = time.perf_counter(), _cpu_snapshot()
+        t1, s1 = time.perf_counter(), C.cpu_snapshot()
         if s0 is None or s1 is None:
             return res, None
         other = max(0.0, ((s1[0] - s0[0]) - (s1[1] - s0[1])) / max(t1 - t0, 1e-9))
@@ -153,7 +126,32 @@ def measure(run, args) -> tuple[dict, float | None]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# subprocess workers: C darknet and OpenCV
+# subprocess workers: C darknet, OpenCV, ONNX Runtime
+
+
+def _worker_fn(kind: str, args, x: np.ndarray):
+    """(the call to time, the library's version) for one worker kind; ``args.weights`` is the model file."""
+    if kind == "darknet":
+        from pydarknet.cdarknet import CDarknet
+        net = CDarknet(args.cfg, args.weights)
+        return (lambda: net.predict(x)), None
+    blob = np.ascontiguousarray(x[None])
+    if kind == "opencv":
+        import cv2
+        cv2.setNumThreads(args.threads)
+        cvnet = cv2.dnn.readNetFromDarknet(args.cfg, args.weights)
+
+        def fn():
+            cvnet.setInput(blob)
+            return cvnet.forward()
+        return fn, cv2.__version__
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(args.weights, options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: blob}
+    return (lambda: session.run(None, feed)[0]), ort.__version__
 
 
 def _worker(args) -> None:
@@ -164,38 +162,30 @@ def _worker(args) -> None:
     x = np.load(args.input)
     res: dict
     try:
-        if args._worker == "darknet":
-            from pydarknet.cdarknet import CDarknet
-            net = CDarknet(args.cfg, args.weights)
-            fn = lambda: net.predict(x)  # noqa: E731
-        else:
-            import cv2
-            cv2.setNumThreads(args.threads)
-            net = cv2.dnn.readNetFromDarknet(args.cfg, args.weights)
-            blob = np.ascontiguousarray(x[None])
-            def fn():
-                net.setInput(blob)
-                return net.forward()
+        fn, version = _worker_fn(args._worker, args, x)
         r = time_calls(fn, repeat=args.repeat, budget=args.budget, warmup=args.warmup)
         np.save(args.output, np.asarray(r.pop("output"), dtype=np.float32).reshape(-1))
         res = {"ok": True, **r}
-        if args._worker == "opencv":
-            res["version"] = cv2.__version__
+        if version is not None:
+            res["version"] = version
     except Exception as e:  # noqa: BLE001 - reported to the parent as 'unsupported' / 'error'
-        name = f"{type(e).__module__}.{type(e).__name__}".replace("builtins.", "")
-        res = {"ok": False, "error": f"{name}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"}
+        res = {"ok": False, "error": error_text(e)}
     with os.fdopen(out_fd, "w") as f:
         f.write(json.dumps(res) + "\n")
 
 
+def error_text(e: BaseException) -> str:
+    """``module.Type: last line of the message``."""
+    name = f"{type(e).__module__}.{type(e).__name__}".replace("builtins.", "")
+    return f"{name}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+
+
 def run_worker(kind: str, cfg: str, weights: str, input_path: str, threads: int, args, tmp: str) -> dict:
     output = os.path.join(tmp, f"{kind}_{threads}.npy")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--_worker", kind, "--cfg", cfg, "--weights", weights,
            "--input", input_path, "--output", output, "--threads", str(threads), "--repeat", str(args.repeat),
            "--budget", str(args.budget), "--warmup", str(args.warmup)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd, env=C.thread_env(threads), capture_output=True, text=True)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -204,6 +194,34 @@ def run_worker(kind: str, cfg: str, weights: str, input_path: str, threads: int,
     if res.get("ok"):
         res["output"] = np.load(output)
     return res
+
+
+def libdarknet_refusal(spec) -> str | None:
+    """Why libdarknet cannot run this net (an activation it does not know), or None.
+
+    pjreddie's get_activation() warns and falls back to relu for an unknown name, so the net would run and
+    give other numbers (EfficientNet-Lite0's then crashes): better not to run it at all."""
+    acts = sorted({getattr(s, "activation", None) for s in spec.layers} & set(NOT_IN_LIBDARKNET))
+    if not acts:
+        return None
+    return (f"pjreddie's darknet (libdarknet) has no {'/'.join(acts)} activation (AlexeyAB's; its parser would "
+            "silently use relu)")
+
+
+def export_onnx_for_ort(cfg: str, weights: str, path: str) -> dict:
+    """The same network as an ONNX file at ``path``, by pydarknet's exporter (static batch 1); its report."""
+    import pydarknet
+    from pydarknet.export import export_onnx
+
+    t = time.perf_counter()
+    try:
+        net = pydarknet.load_network(cfg, weights)
+        rep = export_onnx(net, path, opset=ONNX_OPSET, batch=1)  # checks the file against ONNX Runtime itself
+    except Exception as e:  # noqa: BLE001 - DarknetError, or the exporter's own errors: the column says 'error'
+        return {"ok": False, "error": f"export_onnx: {error_text(e)}", "seconds": round(time.perf_counter() - t, 2)}
+    keep = ("opset", "batch", "file_bytes", "nodes", "ops", "checked", "images_checked", "max_abs_diff",
+            "top5_same", "allowed_diff")
+    return {"ok": True, **{k: rep[k] for k in keep}, "seconds": round(time.perf_counter() - t, 2)}
 
 
 def libdarknet_has_openmp(path: str) -> bool:
@@ -280,31 +298,73 @@ def fmt_ms(r: dict | None) -> str:
     return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
 
 
+def progress_cell(label: str, r: dict | None) -> str:
+    """``label 12.3 ms``, ``label -`` (not run), or ``label unsupported (message)`` for the progress line."""
+    if r is None:
+        return f"{label} -"
+    if not r.get("ok"):
+        return f"{label} {fmt_ms(r)} ({r.get('error', '')})"
+    return f"{label} {fmt_ms(r)} ms"
+
+
 def speedup(base: dict | None, ours: dict) -> str:
     if not base or not base.get("ok"):
         return "-"
     return f"{base['median_ms'] / ours['median_ms']:.1f}x"
 
 
+def compare(py: dict, others: dict) -> tuple[dict, dict, bool]:
+    """Top-5 of every implementation that ran and its max abs difference from pydarknet; all top-5 equal?"""
+    ref = py["output"]
+    tops = {"pydarknet": top5(ref)}
+    diffs = {}
+    for label, r in others.items():
+        if r and r.get("ok"):
+            o = r["output"]
+            if o.shape != ref.shape:
+                diffs[label] = None
+                tops[label] = None
+                r["note"] = f"output shape {o.shape} != {ref.shape}"
+                continue
+            tops[label] = top5(o)
+            diffs[label] = float(np.abs(o - ref).max())
+    return tops, diffs, all(v == tops["pydarknet"] for v in tops.values())
+
+
+def table(results: list[dict]) -> list[str]:
+    lines = ["| model | threads | pydarknet ms | darknet ms | opencv ms | onnxruntime ms | vs darknet | vs opencv "
+             "| vs onnxruntime | top-5 same | max\\|diff\\| darknet / opencv / onnxruntime |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---|"]
+    for r in results:
+        d = r["max_abs_diff"]
+        dd = " / ".join("-" if d.get(k) is None else f"{d[k]:.1e}" for k in IMPLS)
+        lines.append(f"| {r['model']} | {r['threads']} | {fmt_ms(r['pydarknet'])} | "
+                     + " | ".join(fmt_ms(r[k]) for k in IMPLS) + " | "
+                     + " | ".join(speedup(r[k], r["pydarknet"]) for k in IMPLS)
+                     + f" | {'y' if r['top5_same'] else 'n'} | {dd} |")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default=",".join(ZOO), help="comma-separated zoo names (default: all 16)")
+    ap.add_argument("--models", default=",".join(ZOO),
+                    help=f"comma-separated zoo names (default: all {len(ZOO)}: the darknet zoo and efficientnet-lite0)")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: 1,2)")
     ap.add_argument("--repeat", type=int, default=30, help="max timed repeats per measurement (min is 3)")
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls aimed at per measurement")
     ap.add_argument("--warmup", type=float, default=0.3, help="minimum seconds of warm-up calls")
     ap.add_argument("--no-darknet", action="store_true", help="skip the C darknet baseline")
     ap.add_argument("--no-opencv", action="store_true", help="skip the OpenCV baseline")
+    ap.add_argument("--no-onnxruntime", action="store_true", help="skip the ONNX Runtime baseline")
     ap.add_argument("--c-every-thread-count", action="store_true",
                     help="time C darknet at every thread count even if libdarknet has no OpenMP")
-    ap.add_argument("--quiet-wait", type=float, default=60.0,
-                    help="before each measurement wait up to this many seconds for the CPUs to be >= 90%% idle")
+    C.add_quiet_wait(ap)
     ap.add_argument("--max-contention", type=float, default=0.25,
                     help="re-measure when other processes used more than this many cores meanwhile")
     ap.add_argument("--retries", type=int, default=2, help="re-measurements allowed per measurement")
-    ap.add_argument("--json", default=os.path.join(HERE, "results", "forward.json"), help="JSON output path")
+    C.add_json(ap, "forward")
     # internal: subprocess workers
-    ap.add_argument("--_worker", choices=("darknet", "opencv"), help=argparse.SUPPRESS)
+    ap.add_argument("--_worker", choices=IMPLS, help=argparse.SUPPRESS)
     for a in ("--cfg", "--weights", "--input", "--output"):
         ap.add_argument(a, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -318,10 +378,8 @@ def main(argv=None) -> int:
     import pydarknet
     from pydarknet.cdarknet import find_library
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    threads = [int(t) for t in args.threads.split(",")]
-    for m in models:
-        pydarknet.zoo_cfg(m)  # fail early on a bad name
+    models = C.zoo_models(args.models)  # fails early on a bad name
+    threads = C.int_list(args.threads)
 
     lib = None if args.no_darknet else find_library()
     if not args.no_darknet and lib is None:
@@ -338,10 +396,20 @@ def main(argv=None) -> int:
                   file=sys.stderr)
         else:
             cv_version = "?"  # the worker reports cv2.__version__
+    ort_versions = None
+    if not args.no_onnxruntime:
+        try:
+            import onnx
+            import onnxruntime
+            ort_versions = {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
+        except ImportError as e:
+            print(f"note: {e.name} not installed (pip install onnx onnxruntime); skipping the ONNX Runtime column",
+                  file=sys.stderr)
 
     results = []
+    exports: dict = {}
     t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="pydarknet-bench-") as tmp:
+    with C.scratch_dir() as tmp:
         for name in models:
             cfg = pydarknet.zoo_cfg(name)
             spec = pydarknet.load_specs(cfg)
@@ -350,100 +418,97 @@ def main(argv=None) -> int:
             k = make_weights(name, x, weights)
             input_path = os.path.join(tmp, f"{name}_input.npy")
             np.save(input_path, x)
+            c_refusal = libdarknet_refusal(spec) if lib else None
+            onnx_path = os.path.join(tmp, f"{name}.onnx")
+            if ort_versions:
+                exports[name] = export_onnx_for_ort(cfg, weights, onnx_path)
+                e = exports[name]
+                print(f"[{time.perf_counter() - t_start:6.0f}s] {name}: "
+                      + (f"ONNX export, {e['nodes']} nodes, {e['file_bytes'] / 1e6:.1f} MB" if e["ok"] else e["error"])
+                      + f" ({e['seconds']:.0f}s)", file=sys.stderr, flush=True)
             c_cache: dict | None = None
             for t in threads:
                 t_model = time.perf_counter()
                 row: dict = {"model": name, "threads": t, "logit_scale": k, "bflops": round(spec.bflops, 3)}
                 busy = []
-                py, other = measure(lambda: bench_pydarknet(cfg, weights, x, t, args), args)
-                if other is not None and other > args.max_contention:
-                    busy.append("pydarknet")
+
+                def timed(label, run):
+                    r, other = measure(run, args)
+                    if other is not None and other > args.max_contention:
+                        busy.append(label)
+                    return r
+
+                def worker(kind, model_file):
+                    return timed(kind, lambda: run_worker(kind, cfg, model_file, input_path, t, args, tmp))
+
+                py = timed("pydarknet", lambda: bench_pydarknet(cfg, weights, x, t, args))
                 c = None
-                if lib:
+                if c_refusal:
+                    c = {"ok": False, "unsupported": True, "error": c_refusal}
+                elif lib:
                     if c_openmp or args.c_every_thread_count or c_cache is None:
-                        c, other = measure(lambda: run_worker("darknet", cfg, weights, input_path, t, args, tmp), args)
-                        if other is not None and other > args.max_contention:
-                            busy.append("darknet")
-                        c_cache = c
+                        c = c_cache = worker("darknet", weights)
                     else:
                         c = dict(c_cache, reused_from_threads=threads[0])
                 cv = None
                 if cv_version:
-                    cv, other = measure(lambda: run_worker("opencv", cfg, weights, input_path, t, args, tmp), args)
-                    if other is not None and other > args.max_contention:
-                        busy.append("opencv")
+                    cv = worker("opencv", weights)
                     if not cv.get("ok"):
                         cv["unsupported"] = True  # the importer refused (or failed on) this cfg
                     else:
                         cv_version = cv.get("version", cv_version)
+                ort = None
+                if ort_versions:
+                    e = exports[name]
+                    ort = worker("onnxruntime", onnx_path) if e["ok"] else {"ok": False, "error": e["error"]}
                 # correctness
-                ref = py["output"]
-                tops = {"pydarknet": top5(ref)}
-                diffs = {}
-                for label, r in (("darknet", c), ("opencv", cv)):
-                    if r and r.get("ok"):
-                        o = r["output"]
-                        if o.shape != ref.shape:
-                            diffs[label] = None
-                            tops[label] = None
-                            r["note"] = f"output shape {o.shape} != {ref.shape}"
-                            continue
-                        tops[label] = top5(o)
-                        diffs[label] = float(np.abs(o - ref).max())
-                same = all(v == tops["pydarknet"] for v in tops.values())
-                row.update(pydarknet=py, darknet=c, opencv=cv, top5=tops, top5_same=same, max_abs_diff=diffs,
-                           busy_machine=busy)
+                others = {"darknet": c, "opencv": cv, "onnxruntime": ort}
+                tops, diffs, same = compare(py, others)
+                row.update(pydarknet=py, **others, top5=tops, top5_same=same, max_abs_diff=diffs, busy_machine=busy)
                 results.append(row)
-                print(f"[{time.perf_counter() - t_start:6.0f}s] {name} t={t}: pydarknet {fmt_ms(py)} ms, "
-                      f"darknet {fmt_ms(c)} ms, opencv "
-                      + (f"{fmt_ms(cv)} ({cv['error']})" if cv and not cv.get("ok") else f"{fmt_ms(cv)} ms")
+                print(f"[{time.perf_counter() - t_start:6.0f}s] {name} t={t}: "
+                      + ", ".join(progress_cell(label, r) for label, r in (("pydarknet", py), *others.items()))
                       + f", top-5 same {'y' if same else 'n'}, diff {diffs} "
                       + (f"[machine busy during: {', '.join(busy)}] " if busy else "")
                       + f"({time.perf_counter() - t_model:.0f}s)", file=sys.stderr, flush=True)
-            os.remove(weights)
+            for path in (weights, onnx_path):
+                if os.path.exists(path):
+                    os.remove(path)
     elapsed = time.perf_counter() - t_start
 
-    # table
-    lines = ["| model | threads | pydarknet ms | darknet ms | opencv ms | vs darknet | vs opencv | top-5 same "
-             "| max\\|diff\\| darknet / opencv |",
-             "|---|---:|---:|---:|---:|---:|---:|:---:|---|"]
-    for r in results:
-        d = r["max_abs_diff"]
-        dd = " / ".join("-" if d.get(k) is None else f"{d[k]:.1e}" for k in ("darknet", "opencv"))
-        lines.append(f"| {r['model']} | {r['threads']} | {fmt_ms(r['pydarknet'])} | {fmt_ms(r['darknet'])} | "
-                     f"{fmt_ms(r['opencv'])} | {speedup(r['darknet'], r['pydarknet'])} | "
-                     f"{speedup(r['opencv'], r['pydarknet'])} | {'y' if r['top5_same'] else 'n'} | {dd} |")
-    print("\n".join(lines))
-    unsupported = [(r["model"], r["opencv"]["error"]) for r in results
-                   if r["opencv"] and not r["opencv"].get("ok") and r["threads"] == threads[0]]
-    for m, e in unsupported:
-        print(f"\nopencv unsupported: {m}: {e}")
+    print("\n".join(table(results)))
+    for impl in IMPLS:
+        for r in results:
+            cell = r[impl]
+            if cell and not cell.get("ok") and r["threads"] == threads[0]:
+                print(f"\n{impl} {'unsupported' if cell.get('unsupported') else 'error'}: {r['model']}: "
+                      f"{cell['error']}")
     busy_rows = [f"{r['model']}/{r['threads']}" for r in results if r["busy_machine"]]
     if busy_rows:
         print(f"\nwarning: other processes kept the CPUs busy during: {', '.join(busy_rows)} (timings suspect; "
               "see contention in the JSON)")
 
-    # JSON
     def clean(r):
         if r is None:
             return None
         return {k: v for k, v in r.items() if k != "output"}
     doc = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version()},
-        "versions": {"torch": torch.__version__, "opencv": cv_version, "pydarknet": pydarknet.__version__},
+        "machine": C.machine_info(processor=True),
+        "versions": {"torch": torch.__version__, "opencv": cv_version, "pydarknet": pydarknet.__version__,
+                     **(ort_versions or {"onnxruntime": None})},
         "libdarknet": lib, "libdarknet_openmp": c_openmp,
         "method": {"batch": 1, "dtype": "float32", "repeat_max": args.repeat, "repeat_min": 3,
                    "budget_s": args.budget, "warmup_s": args.warmup, "weight_seed": WEIGHT_SEED,
-                   "input_seed": INPUT_SEED, "target_logit_std": TARGET_LOGIT_STD},
+                   "input_seed": INPUT_SEED, "target_logit_std": TARGET_LOGIT_STD,
+                   "onnxruntime": {"export": f"pydarknet.export.export_onnx(batch=1, opset={ONNX_OPSET})",
+                                   "providers": ["CPUExecutionProvider"], "intra_op_num_threads": "threads",
+                                   "inter_op_num_threads": 1, "graph_optimization_level": "default (ORT_ENABLE_ALL)"}},
         "elapsed_s": round(elapsed, 1),
-        "results": [dict(r, pydarknet=clean(r["pydarknet"]), darknet=clean(r["darknet"]), opencv=clean(r["opencv"]))
-                    for r in results],
+        "onnx_export": exports,
+        "results": [dict(r, **{k: clean(r[k]) for k in ("pydarknet",) + IMPLS}) for r in results],
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(doc, f, indent=1)
-    print(f"\n({len(results)} rows in {elapsed:.0f} s; JSON: {os.path.relpath(args.json)})")
+    rel = C.write_json(doc, args.json)
+    print(f"\n({len(results)} rows in {elapsed:.0f} s; JSON: {rel})")
     return 0
 
 

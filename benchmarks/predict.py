@@ -3,7 +3,7 @@
 Three measurements per model (``--models tiny,darknet19`` by default), all on the same PNG images and the
 same weights file::
 
-    python benchmarks/predict.py                          # tiny and darknet19, ~5 minutes on 2 cores
+    python benchmarks/predict.py                          # tiny and darknet19, ~8 minutes on 2 cores
     python benchmarks/predict.py --models tiny --repeat 3 --images 100
 
 (a) one-shot: wall time of one ``pydarknet classify CFG WEIGHTS IMAGE`` process (NumPy engine, the default
@@ -41,268 +41,30 @@ Method
   * Before each measurement the script waits (up to ``--quiet-wait`` s) for the CPUs to be >= 90 % idle;
     measurements that started on a busy machine are flagged in the output and the JSON.
 
-Writes ``benchmarks/results/predict.json`` (git-ignored) and prints markdown tables.
+Writes ``benchmarks/results/predict.json`` (git-ignored) and prints markdown tables. The images, weights,
+process timing and quiet-machine machinery are in ``benchmarks/common.py`` (shared with validate.py).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import glob
-import gzip
 import json
-import math
 import os
-import platform
 import re
-import shutil
-import statistics
-import struct
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/common.py
+from common import (ROOT, SHORTNAMES, Quiet, add_process_options, child_env, darknet_exe, finish,  # noqa: E402
+                    int_list, loadavg, log, machine_info, make_images, make_weights, median, predicted_in,
+                    pydarknet_exe, report_tail, run_proc, scratch_dir, zoo_models)
 
-PHOTOS = "/usr/share/darknet/data"
-FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
-SHORTNAMES = "/usr/share/darknet/data/imagenet.shortnames.list"
-LABELS = "/usr/share/darknet/data/imagenet.labels.list"
-FASHION_EVERY = 10
-TARGET_LOGIT_STD = 3.0
 PROMPT = b"Enter Image Path: "
 
 
 # ---------------------------------------------------------------------------------------------------------
-# machine state
-
-
-def cpu_idle_fraction(dt: float = 0.5) -> float | None:
-    """Fraction of all CPUs' time that was idle over ``dt`` seconds (Linux; None elsewhere)."""
-    def read():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return v[3] + v[4], sum(v)
-    try:
-        i0, t0 = read()
-        time.sleep(dt)
-        i1, t1 = read()
-    except OSError:
-        return None
-    return (i1 - i0) / max(t1 - t0, 1)
-
-
-def wait_quiet(timeout: float, need: float = 0.9) -> bool:
-    """Wait up to ``timeout`` s until the CPUs are >= ``need`` idle (nothing else computing); False if not."""
-    t = time.perf_counter()
-    while True:
-        idle = cpu_idle_fraction()
-        if idle is None or idle >= need:
-            return True
-        if time.perf_counter() - t >= timeout:
-            return False
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-class Quiet:
-    """Waits for a quiet machine before each measurement and remembers which ones started busy."""
-
-    def __init__(self, timeout: float):
-        self.timeout = timeout
-        self.busy: list[str] = []
-
-    def __call__(self, what: str) -> bool:
-        ok = wait_quiet(self.timeout)
-        if not ok:
-            self.busy.append(what)
-            log(f"  (machine busy before {what}: timing suspect)")
-        return ok
-
-
-_T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _T0:5.0f}s] {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# processes
-
-
-def child_env(threads: int, pycache: str | None = None) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    if pycache:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = pycache
-    return env
-
-
-def run_proc(cmd: list[str], *, env: dict, stdin: bytes = b"", marker: bytes | None = None,
-             marker_stream: str = "stdout", cwd: str | None = None, check: bool = True) -> dict:
-    """Run ``cmd`` to the end; wall time, outputs, and the arrival time of each ``marker`` occurrence."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                         cwd=cwd)
-    bufs = {"stdout": bytearray(), "stderr": bytearray()}
-    marks: list[float] = []
-
-    def reader(name, f):
-        scan = 0
-        fd = f.fileno()
-        while True:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            t = time.perf_counter() - t0
-            buf = bufs[name]
-            buf += chunk
-            if marker and name == marker_stream:
-                while (i := buf.find(marker, scan)) >= 0:
-                    marks.append(t)
-                    scan = i + len(marker)
-
-    def writer():
-        try:
-            if stdin:
-                p.stdin.write(stdin)
-            p.stdin.close()
-        except BrokenPipeError:
-            pass
-
-    threads = [threading.Thread(target=reader, args=("stdout", p.stdout)),
-               threading.Thread(target=reader, args=("stderr", p.stderr)), threading.Thread(target=writer)]
-    for t in threads:
-        t.start()
-    _, status, usage = os.wait4(p.pid, 0)  # like p.wait(), plus the child's CPU time
-    wall = time.perf_counter() - t0
-    rc = p.returncode = os.waitstatus_to_exitcode(status)
-    for t in threads:
-        t.join()
-    out = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rc": rc,
-           "stdout": bufs["stdout"].decode(errors="replace"),
-           "stderr": bufs["stderr"].decode(errors="replace"), "marks": marks}
-    if check and rc != 0:
-        tail = "\n".join(out["stderr"].strip().splitlines()[-5:])
-        raise RuntimeError(f"exit status {rc}: {' '.join(cmd)}\n{tail}")
-    return out
-
-
-def predicted_in(stderr: str) -> list[float]:
-    """The ``PATH: Predicted in X seconds.`` figures (forward pass only) both programs print."""
-    return [float(m) for m in re.findall(r"Predicted in ([0-9.]+) seconds", stderr)]
-
-
-def pydarknet_exe() -> list[str]:
-    """The installed console script, run by this interpreter (no pyenv shim in between)."""
-    script = os.path.join(os.path.dirname(sys.executable), "pydarknet")
-    if os.path.isfile(script):
-        return [sys.executable, script]
-    return [sys.executable, "-m", "pydarknet"]
-
-
-def darknet_exe() -> str | None:
-    return os.environ.get("PYDARKNET_DARKNET_BIN") or shutil.which("darknet")
-
-
-def median(xs):
-    return statistics.median(xs) if xs else None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# inputs: images, weights, data files
-
-
-def _fashion(n: int) -> list[np.ndarray]:
-    if n <= 0 or not os.path.isfile(FASHION):
-        return []
-    with gzip.open(FASHION) as f:
-        _, count, rows, cols = struct.unpack(">IIII", f.read(16))
-        n = min(n, count)
-        return list(np.frombuffer(f.read(n * rows * cols), np.uint8).reshape(n, rows, cols))
-
-
-def make_images(out_dir: str, n: int, seed: int = 0) -> list[str]:
-    """``n`` deterministic PNG images (see Method); file names hold no ImageNet synset."""
-    from PIL import Image
-
-    os.makedirs(out_dir, exist_ok=True)
-    photos = []
-    for p in sorted(glob.glob(os.path.join(PHOTOS, "*.jpg"))):
-        with Image.open(p) as im:
-            photos.append(im.convert("RGB"))
-    if not photos:
-        raise SystemExit(f"no sample photos in {PHOTOS} (Debian's darknet package)")
-    fashion = _fashion(n // FASHION_EVERY + 1)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        if fashion and i % FASHION_EVERY == FASHION_EVERY - 1:
-            path = os.path.join(out_dir, f"fm{i:05d}.png")
-            if not os.path.exists(path):
-                Image.fromarray(fashion[(i // FASHION_EVERY) % len(fashion)]).save(path)
-            paths.append(path)
-            continue
-        src = photos[i % len(photos)]
-        area = rng.uniform(0.35, 1.0) * src.width * src.height
-        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        cw = int(min(src.width, round(math.sqrt(area * aspect))))
-        ch = int(min(src.height, round(math.sqrt(area / aspect))))
-        x0 = int(rng.integers(0, src.width - cw + 1))
-        y0 = int(rng.integers(0, src.height - ch + 1))
-        flip = rng.random() < 0.5
-        longer = int(rng.integers(300, 521))
-        path = os.path.join(out_dir, f"img{i:05d}.png")
-        if not os.path.exists(path):
-            im = src.crop((x0, y0, x0 + cw, y0 + ch))
-            if flip:
-                im = im.transpose(Image.FLIP_LEFT_RIGHT)
-            s = longer / max(cw, ch)
-            im = im.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.BICUBIC)
-            im.save(path)
-        paths.append(path)
-    return paths
-
-
-def make_weights(cfg: str, path: str, seed: int, sample_images: list[str]) -> float:
-    """darknet's random init (seeded), last conv layer scaled by 2**j so the logits' std is about 3."""
-    import torch
-
-    from pydarknet.image import load_image
-    from pydarknet.network import load_network
-    from pydarknet.preprocess import letterbox_image
-
-    torch.manual_seed(seed)
-    net = load_network(cfg, fuse=False)
-    spec = net.spec
-    c, h, w = spec.input_shape
-    x = np.stack([letterbox_image(load_image(p), w, h) for p in sample_images])
-    with torch.inference_mode():
-        std = float(net.forward_logits(torch.from_numpy(x)).std())
-    k = 1.0
-    if std < TARGET_LOGIT_STD / 2:
-        k = 2.0 ** round(math.log2(TARGET_LOGIT_STD / max(std, 1e-30)))
-        last = [s for s in spec.layers if s.kind in ("convolutional", "connected") and s.index < net.softmax_index][-1]
-        layer = net.layers[f"{last.index}_{last.kind}"]
-        names = ("scales", "biases") if last.batch_normalize else ("weights", "biases")
-        with torch.no_grad():
-            for n in names:
-                getattr(layer, n).mul_(k)
-    net.save_weights(path)
-    return k
+# inputs: data files
 
 
 def darknet_predict_data(tmp: str) -> str:
@@ -506,6 +268,8 @@ def bench_interactive(models, weights, images, one_shot, args, env, quiet, tmp) 
             a, b = row["pydarknet"]["blocks"], row["darknet"]["blocks"]
             row["top5_identical"] = sum(x == y for x, y in zip(a, b))
             row["top1_identical"] = sum(x.splitlines()[0] == y.splitlines()[0] for x, y in zip(a, b))
+            row["differences"] = [{"image": paths[i], "pydarknet": x, "darknet": y}
+                                  for i, (x, y) in enumerate(zip(a, b)) if x != y][:10]
         res[name] = row
     return res
 
@@ -593,7 +357,8 @@ def report(doc: dict) -> str:
                                                          for k, v in one["context"].items()), ""]
         b = one["breakdown"]
         L += [f"Where pydarknet's one-shot time goes ({b['model']}, NumPy engine, median of "
-              f"{doc['args']['repeat']}; whole process {b['wall']:.3f} s):", "",
+              f"{doc['args']['repeat']}; the timing driver's process, which also runs 3 more forward passes, "
+              f"took {b['wall']:.3f} s):", "",
               "| phase | seconds |", "|---|---:|",
               f"| interpreter start-up (`python -c pass`) | {one['context']['python -c pass']['median_s']:.3f} |",
               f"| import numpy + PIL | {b['import_numpy_pil']:.3f} |",
@@ -640,11 +405,7 @@ def report(doc: dict) -> str:
                      f"{'-' if r['darknet_cpu_per_image_s'] is None else format(1e3 * r['darknet_cpu_per_image_s'], '.1f')} | "
                      f"{r['top1_vs_darknet'] or '-'} |")
         L.append("")
-    goals = doc.get("goals")
-    if goals:
-        L += ["### Goals", ""] + [f"- {g}" for g in goals] + [""]
-    if doc.get("busy"):
-        L += [f"warning: the machine was busy before: {', '.join(doc['busy'])} (those timings are suspect)", ""]
+    L += report_tail(doc)
     return "\n".join(L)
 
 
@@ -667,37 +428,28 @@ def goals(doc: dict) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="tiny,darknet19", help="comma-separated zoo names (default: tiny,darknet19)")
+    add_process_options(ap, "predict")
     ap.add_argument("--images", type=int, default=200, help="images in the batch-mode list (default: 200)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per one-shot/start-up figure (median; default 5)")
     ap.add_argument("--batch", default="16,32", help="batch sizes for batch mode (default: 16,32)")
     ap.add_argument("--workers", default="1,2", help="decoding workers for batch mode (default: 1,2)")
-    ap.add_argument("--threads", type=int, default=2, help="OMP/OpenBLAS/MKL threads in the children (default 2)")
     ap.add_argument("--interactive-images", type=int, default=0,
                     help="images fed to interactive mode (default: ~--darknet-seconds of darknet work, 10..100)")
     ap.add_argument("--darknet-seconds", type=float, default=30.0,
                     help="seconds of C darknet work aimed at in interactive mode (default 30)")
     ap.add_argument("--sections", default="one-shot,interactive,batch", help="which of one-shot,interactive,batch")
-    ap.add_argument("--seed", type=int, default=1, help="weights seed (default 1)")
-    ap.add_argument("--quiet-wait", type=float, default=60.0,
-                    help="before each measurement wait up to this many seconds for the CPUs to be >= 90%% idle")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (images, weights, lists)")
-    ap.add_argument("--json", default=os.path.join(HERE, "results", "predict.json"), help="JSON output path")
     args = ap.parse_args(argv)
-    args.batch = [int(b) for b in args.batch.split(",")]
-    args.workers = [int(w) for w in args.workers.split(",")]
+    args.batch = int_list(args.batch)
+    args.workers = int_list(args.workers)
     sections = {s.strip() for s in args.sections.split(",")}
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = zoo_models(args.models)
 
     import pydarknet
 
-    for m in models:
-        pydarknet.zoo_cfg(m)
     if darknet_exe() is None:
         log("note: no darknet command on PATH: the C darknet columns are skipped")
     quiet = Quiet(args.quiet_wait)
-    tmp = tempfile.mkdtemp(prefix="pydarknet-bench-")
-    try:
+    with scratch_dir(args.keep) as tmp:
         pycache = os.path.join(tmp, "pycache")
         env = child_env(args.threads, pycache)
         env_nocache = dict(child_env(args.threads), PYTHONDONTWRITEBYTECODE="1")
@@ -710,8 +462,7 @@ def main(argv=None) -> int:
             path = os.path.join(tmp, f"{name}.weights")
             k = make_weights(cfg, path, args.seed, images[:4])
             weights[name] = {"cfg": cfg, "path": path, "logit_scale": k}
-        doc: dict = {"args": vars(args), "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                                                    "python": platform.python_version()},
+        doc: dict = {"args": vars(args), "machine": machine_info(),
                      "versions": {"pydarknet": pydarknet.__version__, "numpy": np.__version__},
                      "darknet": darknet_exe(), "weights": {m: {"logit_scale": w["logit_scale"]} for m, w in weights.items()},
                      "loadavg_start": loadavg(),
@@ -725,24 +476,13 @@ def main(argv=None) -> int:
             doc["interactive"] = inter
         if "batch" in sections:
             doc["batch"] = bench_batch(models, weights, images[: args.images], inter, args, env, quiet, tmp)
-        doc["busy"] = quiet.busy
-        doc["loadavg_end"] = loadavg()
-        doc["elapsed_s"] = round(time.perf_counter() - _T0, 1)
-        doc["goals"] = goals(doc)
-        print(report(doc))
-        for row in (doc.get("interactive") or {}).values():
-            for prog in ("pydarknet", "darknet"):
-                if prog in row:
-                    row[prog].pop("blocks", None)
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1, default=str)
-        print(f"({doc['elapsed_s']:.0f} s; JSON: {os.path.relpath(args.json)})")
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        def strip(doc):  # the top-5 blocks were for the comparison only
+            for row in (doc.get("interactive") or {}).values():
+                for prog in ("pydarknet", "darknet"):
+                    if prog in row:
+                        row[prog].pop("blocks", None)
+        finish(doc, quiet, report, goals, args.json, strip)
     return 0
 
 

@@ -8,12 +8,11 @@ Data: Fashion-MNIST in darknet's list layout (written by scripts/fashion_mnist.p
 Both trainers run for the same number of batches from scratch; images/s is measured over the batches after
 the first few (start-up, worker spawn and the first allocation are excluded), from wall-clock timestamps of
 each batch line on stdout, so it includes data loading that does not overlap compute.
-Results: a table on stdout and benchmarks/results/train.json.
+Results: a table on stdout and benchmarks/results/train.json (``--json``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -23,7 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/common.py
+import common as C  # noqa: E402
+
+ROOT = Path(C.ROOT)
 LINE = re.compile(r"^(\d+), [\d.]+: [\d.naif-]+, [\d.naif-]+ avg, [\d.naif-]+ rate, [\d.]+ seconds, (\d+) images")
 
 
@@ -54,6 +56,7 @@ def main() -> int:
     ap.add_argument("--skip", type=int, default=5, help="batches excluded from the rate (warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    C.add_json(ap, "train")
     args = ap.parse_args()
     if not (args.data / "fashion.data").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "fashion_mnist.py"), "write", str(args.data)], check=True)
@@ -70,13 +73,13 @@ def main() -> int:
             cmd = [sys.executable, "-m", "pydarknet", "classifier", "train", str(data), str(cfg), "-q", "--seed", "1",
                    "--threads", str(args.threads), "--workers", str(args.workers), "--chart-every", "0"]
         else:
-            if not shutil.which("darknet"):
+            darknet = C.darknet_exe()
+            if not darknet:
                 print("darknet not installed: baseline skipped")
                 continue
             (work / who).mkdir(exist_ok=True)
             # line-buffered, so each batch line is timestamped when darknet prints it
-            cmd = (["stdbuf", "-oL"] if shutil.which("stdbuf") else []) + ["darknet", "classifier", "train", str(data),
-                                                                            str(cfg)]
+            cmd = C.line_buffered() + [darknet, "classifier", "train", str(data), str(cfg)]
         lines = timed_lines(cmd, env)
         results[who] = {"images_per_s": rate(lines, args.skip), "batches": len(lines)}
     print(f"| trainer | images/s ({args.threads} threads) | batches |")
@@ -87,9 +90,7 @@ def main() -> int:
     if "darknet" in results:
         results["speedup"] = results["pydarknet"]["images_per_s"] / results["darknet"]["images_per_s"]
         print(f"\npydarknet / darknet: {results['speedup']:.2f}x")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(results, indent=1) + "\n")
+    C.write_json(results, args.json)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -2,11 +2,12 @@
 
 Per model (``--models tiny,darknet19`` by default)::
 
-    python benchmarks/validate.py                         # ~5 minutes on 2 cores
+    python benchmarks/validate.py                         # ~8 minutes on 2 cores
     python benchmarks/validate.py --models tiny --images 200 --batch 32 --workers 0,2
 
-1. Images and weights as in ``benchmarks/predict.py`` (PNG images made from darknet's sample photos and
-   Fashion-MNIST; darknet's random init with the last layer scaled so the logits' std is about 3).
+1. Images and weights as in ``benchmarks/predict.py`` (``common.make_images`` / ``make_weights``: PNG images
+   made from darknet's sample photos and Fashion-MNIST; darknet's random init with the last layer scaled so
+   the logits' std is about 3).
 2. Labels: C darknet takes an image's class from the first ImageNet synset (of ``imagenet.labels.list``'s
    first ``classes``) that occurs in its path, so each image is linked (symlink) into a directory named by a
    synset. Random weights would score 0 % against any real labels, which would make the "same top-1/top-5"
@@ -33,33 +34,16 @@ started busy. Prints markdown tables and writes ``benchmarks/results/validate.js
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
-import platform
 import re
-import shutil
 import sys
-import tempfile
-import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/common.py
+import common as C  # noqa: E402
 
-
-def _load_predict_bench():
-    spec = importlib.util.spec_from_file_location("_bench_predict", os.path.join(HERE, "predict.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-B = _load_predict_bench()
-log = B.log
+log = C.log
 
 RANK_CYCLE = (0, 1, 3, 7)  # label = the class pydarknet ranks 1st, 2nd, 4th, 8th
 RUNNING = re.compile(r"^(\d+): top 1: ([0-9.]+), top (\d+): ([0-9.]+)$")
@@ -125,7 +109,7 @@ def compare_per_image(a: list[str], b: list[str], tol: float = 1e-5) -> dict:
 
 def write_data(path: str, valid: str) -> None:
     with open(path, "w") as f:
-        f.write(f"classes=1000\nlabels={B.LABELS}\nnames={B.SHORTNAMES}\nvalid={valid}\ntop=5\n")
+        f.write(f"classes=1000\nlabels={C.LABELS}\nnames={C.SHORTNAMES}\nvalid={valid}\ntop=5\n")
 
 
 def printed_rate(stderr: str) -> float | None:
@@ -138,9 +122,9 @@ def bench_model(name, pool, args, env, quiet, tmp) -> dict:
 
     cfg = pydarknet.zoo_cfg(name)
     weights = os.path.join(tmp, f"{name}.weights")
-    k = B.make_weights(cfg, weights, args.seed, pool[:4])
-    py = B.pydarknet_exe()
-    dk = B.darknet_exe()
+    k = C.make_weights(cfg, weights, args.seed, pool[:4])
+    py = C.pydarknet_exe()
+    dk = C.darknet_exe()
     res: dict = {"model": name, "logit_scale": k}
 
     # how many images C darknet gets
@@ -148,14 +132,14 @@ def bench_model(name, pool, args, env, quiet, tmp) -> dict:
     if not n_dk:
         est = None
         if dk:
-            r = B.run_proc([dk, "classify", cfg, weights, pool[0]], env=env, cwd=tmp)
-            est = (B.median(B.predicted_in(r["stderr"])) or 0.2) + 0.03
+            r = C.run_proc([dk, "classify", cfg, weights, pool[0]], env=env, cwd=tmp)
+            est = (C.median(C.predicted_in(r["stderr"])) or 0.2) + 0.03
         n_dk = int(max(10, min(100, args.darknet_seconds / est))) if est else 50
     n_dk = min(n_dk, len(pool))
     n_ours = min(max(args.images, n_dk), len(pool))
     log(f"{name}: labelling {n_dk} images from pydarknet's ranking")
     ranked = rankings(cfg, weights, pool[:n_dk], args.threads)
-    with open(B.LABELS) as f:
+    with open(C.LABELS) as f:
         labels = [ln.rstrip("\n") for ln in f][:1000]
     paths = labelled_tree(os.path.join(tmp, f"labelled_{name}"), pool[:n_ours], ranked, labels)
     lists = {}
@@ -170,14 +154,13 @@ def bench_model(name, pool, args, env, quiet, tmp) -> dict:
     # C darknet
     per_dk = running_dk = None
     if dk:
-        cmd = ([shutil.which("stdbuf"), "-oL"] if shutil.which("stdbuf") else []) + \
-              [dk, "classifier", "valid", data, cfg, weights]
+        cmd = C.line_buffered() + [dk, "classifier", "valid", data, cfg, weights]
         write_data(os.path.join(tmp, f"{name}_one.data"), lists["one"])
         one = cmd[:-3] + [os.path.join(tmp, f"{name}_one.data")] + cmd[-2:]
-        B.run_proc(one, env=env, cwd=tmp)  # warm-up
-        one = B.run_proc(one, env=env, cwd=tmp)  # CPU time of one image
+        C.run_proc(one, env=env, cwd=tmp)  # warm-up
+        one = C.run_proc(one, env=env, cwd=tmp)  # CPU time of one image
         quiet(f"darknet valid {name}")
-        r = B.run_proc(cmd, env=env, marker=b": top 1: ", cwd=tmp)
+        r = C.run_proc(cmd, env=env, marker=b": top 1: ", cwd=tmp)
         marks = r["marks"]
         per_dk, running_dk = split_valid_output(r["stdout"])
         timed = len(marks) == n_dk and n_dk > 1 and marks[-1] > marks[0]
@@ -192,10 +175,10 @@ def bench_model(name, pool, args, env, quiet, tmp) -> dict:
 
     # pydarknet on the same list: the same lines?
     base = py + ["classifier", "valid", data, cfg, weights, "-q"]
-    B.run_proc(base + ["--list", lists["one"]], env=env, cwd=tmp)  # warm-up (page and bytecode caches)
-    one = B.run_proc(base + ["--list", lists["one"]], env=env, cwd=tmp)  # CPU time of one image
+    C.run_proc(base + ["--list", lists["one"]], env=env, cwd=tmp)  # warm-up (page and bytecode caches)
+    one = C.run_proc(base + ["--list", lists["one"]], env=env, cwd=tmp)  # CPU time of one image
     quiet(f"pydarknet valid {name} (same list)")
-    r = B.run_proc(base, env=env, cwd=tmp)
+    r = C.run_proc(base, env=env, cwd=tmp)
     per_py, running_py = split_valid_output(r["stdout"])
     same = {"images": n_dk, "wall_s": r["wall"], "printed_img_s": printed_rate(r["stderr"]),
             "final_line": running_py[-1] if running_py else None}
@@ -215,11 +198,14 @@ def bench_model(name, pool, args, env, quiet, tmp) -> dict:
         for batch in args.batch:
             cmd = base + ["--list", lists["ours"], "--batch", str(batch), "--workers", str(workers)]
             quiet(f"pydarknet valid {name} b={batch} w={workers}")
-            r = B.run_proc(cmd, env=env, cwd=tmp)
+            runs = sorted((C.run_proc(cmd, env=env, cwd=tmp) for _ in range(max(1, args.repeat))),
+                          key=lambda x: printed_rate(x["stderr"]) or 0)
+            r = runs[len(runs) // 2]  # the median run by printed rate
             _, running = split_valid_output(r["stdout"])
             rate = printed_rate(r["stderr"])
             row = {"batch": batch, "workers": workers, "images": n_ours, "wall_s": r["wall"],
                    "printed_img_s": rate, "end_to_end_img_s": n_ours / r["wall"],
+                   "runs_printed_img_s": [printed_rate(x["stderr"]) for x in runs],
                    "cpu_per_image_s": (r["cpu"] - one["cpu"]) / max(n_ours - 1, 1),
                    "startup_s": r["wall"] - n_ours / rate if rate else None,
                    "final_line": running[-1] if running else None,
@@ -264,9 +250,7 @@ def report(doc: dict) -> str:
                      + ("-" if r["vs_darknet"] is None else f"**{r['vs_darknet']:.1f}x**")
                      + f" | {1e3 * r['cpu_per_image_s']:.1f} |")
     L.append("")
-    L += ["### Goals", ""] + [f"- {g}" for g in doc["goals"]] + [""]
-    if doc.get("busy"):
-        L += [f"warning: the machine was busy before: {', '.join(doc['busy'])} (those timings are suspect)", ""]
+    L += C.report_tail(doc)
     return "\n".join(L)
 
 
@@ -286,7 +270,7 @@ def goals(doc: dict) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="tiny,darknet19", help="comma-separated zoo names (default: tiny,darknet19)")
+    C.add_process_options(ap, "validate")
     ap.add_argument("--images", type=int, default=300, help="images in pydarknet's throughput list (default 300)")
     ap.add_argument("--darknet-images", type=int, default=0,
                     help="images for C darknet (default: about --darknet-seconds of its work, 10..100)")
@@ -294,52 +278,29 @@ def main(argv=None) -> int:
                     help="seconds of C darknet work aimed at per model (default 45)")
     ap.add_argument("--batch", default="16,32", help="pydarknet --batch values (default 16,32)")
     ap.add_argument("--workers", default="0,1,2", help="pydarknet --workers values (default 0,1,2)")
-    ap.add_argument("--threads", type=int, default=2, help="OMP/OpenBLAS/MKL threads in the children (default 2)")
-    ap.add_argument("--repeat", type=int, default=1, help="accepted for symmetry with predict.py; each setting runs "
-                                                          "once over many images")
-    ap.add_argument("--seed", type=int, default=1, help="weights seed (default 1)")
-    ap.add_argument("--quiet-wait", type=float, default=60.0,
-                    help="before each measurement wait up to this many seconds for the CPUs to be >= 90%% idle")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    ap.add_argument("--json", default=os.path.join(HERE, "results", "validate.json"), help="JSON output path")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per pydarknet setting (the median run by images/s is reported; default 1)")
     args = ap.parse_args(argv)
-    args.batch = [int(b) for b in args.batch.split(",")]
-    args.workers = [int(w) for w in args.workers.split(",")]
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.batch = C.int_list(args.batch)
+    args.workers = C.int_list(args.workers)
+    models = C.zoo_models(args.models)
 
     import pydarknet
 
-    for m in models:
-        pydarknet.zoo_cfg(m)
-    if B.darknet_exe() is None:
+    if C.darknet_exe() is None:
         log("note: no darknet command on PATH: the C darknet rows and the line check are skipped")
-    quiet = B.Quiet(args.quiet_wait)
-    tmp = tempfile.mkdtemp(prefix="pydarknet-bench-")
-    try:
-        env = B.child_env(args.threads, os.path.join(tmp, "pycache"))
+    quiet = C.Quiet(args.quiet_wait)
+    with C.scratch_dir(args.keep) as tmp:
+        env = C.child_env(args.threads, os.path.join(tmp, "pycache"))
         n_pool = max(args.images, args.darknet_images or 100)
         log(f"making {n_pool} PNG images in {tmp}")
-        pool = B.make_images(os.path.join(tmp, "images"), n_pool)
-        doc: dict = {"args": vars(args), "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                                                    "python": platform.python_version()},
+        pool = C.make_images(os.path.join(tmp, "images"), n_pool)
+        doc: dict = {"args": vars(args), "machine": C.machine_info(),
                      "versions": {"pydarknet": pydarknet.__version__, "numpy": np.__version__},
-                     "darknet": B.darknet_exe(), "loadavg_start": B.loadavg(), "models": []}
+                     "darknet": C.darknet_exe(), "loadavg_start": C.loadavg(), "models": []}
         for name in models:
             doc["models"].append(bench_model(name, pool, args, env, quiet, tmp))
-        doc["busy"] = quiet.busy
-        doc["loadavg_end"] = B.loadavg()
-        doc["elapsed_s"] = round(time.perf_counter() - B._T0, 1)
-        doc["goals"] = goals(doc)
-        print(report(doc))
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1, default=str)
-        print(f"({doc['elapsed_s']:.0f} s; JSON: {os.path.relpath(args.json)})")
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        C.finish(doc, quiet, report, goals, args.json)
     return 0
 
 
