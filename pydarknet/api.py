@@ -84,11 +84,7 @@ class Classifier:
 
     def probabilities(self, images: Any) -> np.ndarray:
         """(N, outputs) network outputs for one image or a list of images."""
-        import torch
-
-        batch = np.stack([self.prepare(im) for im in _as_list(images)])
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+        return self.model.infer(np.stack([self.prepare(im) for im in _as_list(images)]), self.device)
 
     def predict(self, images: Any, top: int = 5) -> list[Prediction] | list[list[Prediction]]:
         """Top-``top`` predictions for one image (a list of Prediction) or a list of images (a list of lists).

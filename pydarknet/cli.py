@@ -94,11 +94,8 @@ def _load_classifier(args: argparse.Namespace, data, engine: str = "torch"):
 
 def _run_network(net, batch, device: str):
     """(N, C, H, W) float32 array -> (N, outputs) float32 array, on either engine."""
-    if hasattr(net, "parameters"):
-        import torch
-
-        with torch.inference_mode():
-            return net(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+    if hasattr(net, "infer"):
+        return net.infer(batch, device)
     return net(batch)
 
 
@@ -162,6 +159,7 @@ def _batch(net, names, paths: list[str], args: argparse.Namespace, top: int) -> 
 
     c, h, w = net.spec.input_shape
     workers = default_workers() if args.workers is None else args.workers
+    _set_inference_threads(args, net, workers)
     results: list[ImageResult] = []
     failed = 0
     with tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
@@ -259,6 +257,7 @@ def cmd_classifier_valid(args: argparse.Namespace) -> int:
         print(f"pydarknet: warning: {p}", file=sys.stderr)
 
     workers = default_workers() if args.workers is None else args.workers
+    _set_inference_threads(args, net, workers)
     outcomes = []
     start = time.perf_counter()
     bar = tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr, dynamic_ncols=True)
@@ -420,12 +419,42 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="PyTorch CPU threads for batches (default: all cores, less one beside the decoding "
+                        "thread for a light network)")
+
+
+def _set_inference_threads(args: argparse.Namespace, net, workers: int) -> None:
+    """Batched CPU inference: --threads, else pipeline.inference_threads' choice (None: PyTorch's default)."""
+    if not hasattr(net, "infer") or not str(args.device).startswith("cpu"):
+        return
+    from .pipeline import inference_threads
+
+    threads = args.threads or inference_threads(net.spec.bflops, workers)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", type=int, default=0, metavar="K", help="print the top K classes (default: the data file's top)")
     p.add_argument("--list", metavar="FILE", help="batch mode: classify every image listed in FILE")
     p.add_argument("--out", default="-", metavar="FILE",
                    help="batch mode output: .csv or .json (default: CSV on stdout)")
     p.add_argument("--batch", type=int, default=16, help="batch mode: images per forward pass")
+    _add_threads_option(p)
     p.add_argument("--workers", type=int, default=None, help="batch mode: decoding processes")
     _add_model_options(p)
 
@@ -485,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="substring: darknet's rule (a label found in the path); folder: the image's directory")
         va.add_argument("--ground-truth", metavar="FILE", help="IMAGE LABEL lines giving each image's class")
         va.add_argument("--batch", type=int, default=32, help="network inputs per forward pass")
+        _add_threads_option(va)
         va.add_argument("--workers", type=int, default=None, help="decoding processes")
         va.add_argument("--out", metavar="DIR", help="write summary.json, predictions.csv, per_class.csv, "
                                                     "confusion.csv/.png, confused_pairs.txt here")

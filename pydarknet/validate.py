@@ -240,13 +240,6 @@ def read_image_list(path: str) -> tuple[list[str], list[str]]:
     return paths, problems
 
 
-def _forward(net, arrays: list[np.ndarray], device: str) -> np.ndarray:
-    import torch
-
-    with torch.inference_mode():
-        return net(torch.from_numpy(np.stack(arrays)).to(device)).float().cpu().numpy()
-
-
 def run_validation(net, paths: list[str], *, mode: str, label_of, classes: int, k: int, batch: int = 32,
                    workers: int = 0, device: str = "cpu", on_image=None):
     """Validate ``net`` on ``paths``; call ``on_image(outcome, metrics)`` after each image, in list order.
@@ -266,7 +259,7 @@ def run_validation(net, paths: list[str], *, mode: str, label_of, classes: int, 
 
     def flush():
         views = [v for _, _, arrs, _ in pending if arrs is not None for v in arrs]
-        out = _forward(net, views, device) if views else np.zeros((0, 0), F32)
+        out = net.infer(np.stack(views), device) if views else np.zeros((0, 0), F32)
         pos = 0
         for _, path, arrs, err in pending:
             label = label_of(path)
@@ -292,7 +285,7 @@ def run_validation(net, paths: list[str], *, mode: str, label_of, classes: int, 
         _, path, arrs, err = item
         if mode in RESIZES_NETWORK and arrs is not None:
             flush()
-            probs = np.concatenate([_forward(net, [v], device) for v in arrs])
+            probs = np.concatenate([net.infer(v[None], device) for v in arrs])
             outcome = _outcome(path, label_of(path), probs)
             if on_image:
                 on_image(outcome, metrics)
