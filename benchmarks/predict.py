@@ -432,7 +432,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=200, help="images in the batch-mode list (default: 200)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per one-shot/start-up figure (median; default 5)")
     ap.add_argument("--batch", default="16,32", help="batch sizes for batch mode (default: 16,32)")
-    ap.add_argument("--workers", default="1,2", help="decoding workers for batch mode (default: 1,2)")
+    ap.add_argument("--workers", default="0,1,2", help="decoding processes for batch mode; 0: the background thread (default: 0,1,2)")
     ap.add_argument("--interactive-images", type=int, default=0,
                     help="images fed to interactive mode (default: ~--darknet-seconds of darknet work, 10..100)")
     ap.add_argument("--darknet-seconds", type=float, default=30.0,

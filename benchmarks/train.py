@@ -3,6 +3,11 @@
 same run.
 
     python benchmarks/train.py [--data DIR] [--batches 60] [--cfg pydarknet/cfgs/fashion.cfg]
+    python benchmarks/train.py --batches 2000 --validate     # the full comparison: accuracy too
+
+With ``--validate``, each trainer's final weights are then validated on the data file's ``valid`` list (the
+10k Fashion-MNIST test images) by both programs' ``classifier valid``: the accuracy of the two training runs
+is compared, and so is the top-1 the C darknet and pydarknet find for the same weights.
 
 Data: Fashion-MNIST in darknet's list layout (written by scripts/fashion_mnist.py into DIR if absent).
 Both trainers run for the same number of batches from scratch; images/s is measured over the batches after
@@ -26,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/com
 import common as C  # noqa: E402
 
 ROOT = Path(C.ROOT)
+FINAL = re.compile(r"^(\d+): top 1: ([\d.]+), top (\d+): ([\d.]+)\s*$")
 LINE = re.compile(r"^(\d+), [\d.]+: [\d.naif-]+, [\d.naif-]+ avg, [\d.naif-]+ rate, [\d.]+ seconds, (\d+) images")
 
 
@@ -48,6 +54,21 @@ def rate(lines, skip: int) -> float:
     return (i1 - i0) / (t1 - t0)
 
 
+def validate(cmd: list[str], env: dict) -> dict:
+    """Run a `classifier valid` command; its last running line as {images, top1, topk, k, seconds}."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    seconds = time.perf_counter() - t0
+    if proc.returncode not in (0, 3):  # pydarknet's 3: some images skipped (then counted in its summary)
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode})")
+    finals = [m for m in map(FINAL.match, proc.stdout.splitlines()) if m]
+    if not finals:
+        raise SystemExit(f"{' '.join(cmd)} printed no 'N: top 1: ...' line")
+    m = finals[-1]
+    return {"images": int(m.group(1)) + 1, "top1": float(m.group(2)), "k": int(m.group(3)),
+            "topk": float(m.group(4)), "seconds": seconds}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "pydarknet-fashion")
@@ -56,6 +77,8 @@ def main() -> int:
     ap.add_argument("--skip", type=int, default=5, help="batches excluded from the rate (warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--validate", action="store_true",
+                    help="validate each trainer's final weights with both programs on the valid list")
     C.add_json(ap, "train")
     args = ap.parse_args()
     if not (args.data / "fashion.data").is_file():
@@ -80,8 +103,11 @@ def main() -> int:
             (work / who).mkdir(exist_ok=True)
             # line-buffered, so each batch line is timestamped when darknet prints it
             cmd = C.line_buffered() + [darknet, "classifier", "train", str(data), str(cfg)]
+        t0 = time.perf_counter()
         lines = timed_lines(cmd, env)
-        results[who] = {"images_per_s": rate(lines, args.skip), "batches": len(lines)}
+        results[who] = {"images_per_s": rate(lines, args.skip), "batches": len(lines),
+                        "wall_s": time.perf_counter() - t0, "weights": str(work / who / f"{cfg.stem}.weights")}
+        C.log(f"{who}: {len(lines)} batches, {results[who]['images_per_s']:.1f} images/s")
     print(f"| trainer | images/s ({args.threads} threads) | batches |")
     print("|---|---|---|")
     for who in ("pydarknet", "darknet"):
@@ -90,6 +116,35 @@ def main() -> int:
     if "darknet" in results:
         results["speedup"] = results["pydarknet"]["images_per_s"] / results["darknet"]["images_per_s"]
         print(f"\npydarknet / darknet: {results['speedup']:.2f}x")
+    if args.validate:
+        darknet = C.darknet_exe()
+        data = args.data / "fashion.data"
+        table = []
+        for trained in ("pydarknet", "darknet"):
+            if trained not in results:
+                continue
+            weights = results[trained]["weights"]
+            scores = {"pydarknet": validate([sys.executable, "-m", "pydarknet", "classifier", "valid", str(data),
+                                             str(cfg), weights, "-q"], env)}
+            if darknet:
+                scores["darknet"] = validate([darknet, "classifier", "valid", str(data), str(cfg), weights], env)
+            results[trained]["valid"] = scores
+            for validator, v in scores.items():
+                C.log(f"weights trained by {trained}, validated by {validator}: top 1 {v['top1']:.4f}")
+                table.append((trained, validator, v))
+        print(f"\n| weights trained by | validated by | images | top-1 | top-{table[0][2]['k']} | seconds |")
+        print("|---|---|---:|---:|---:|---:|")
+        for trained, validator, v in table:
+            print(f"| {trained} | {validator} | {v['images']} | {100 * v['top1']:.2f}% | {100 * v['topk']:.2f}% "
+                  f"| {v['seconds']:.1f} |")
+        if "darknet" in results and darknet:
+            ours, theirs = results["pydarknet"]["valid"], results["darknet"]["valid"]
+            gap = 100 * (ours["pydarknet"]["top1"] - theirs["darknet"]["top1"])
+            same = ours["pydarknet"]["top1"] == ours["darknet"]["top1"]
+            results["goals"] = {"top1_points_vs_darknet": gap, "darknet_reads_same_top1": same}
+            print(f"\ntop-1 of pydarknet's model minus darknet's: {gap:+.2f} points (goal: >= -1, "
+                  f"{'met' if gap >= -1 else 'NOT met'}); the C darknet's top-1 of pydarknet's weights equals "
+                  f"pydarknet's own: {'yes' if same else 'NO'}")
     C.write_json(results, args.json)
     shutil.rmtree(work, ignore_errors=True)
     return 0

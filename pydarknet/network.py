@@ -125,8 +125,10 @@ class Network(nn.Module):
         On the CPU the batch runs ``CPU_CHUNK`` images at a time (same numbers: inference treats every
         image on its own); on a GPU in one call."""
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        step = self.CPU_CHUNK if torch.device(device).type == "cpu" else max(len(x), 1)
+        step = self.CPU_CHUNK if str(device).startswith("cpu") else max(len(x), 1)
         with torch.inference_mode():
+            if 0 < len(x) <= step:
+                return self(x.to(device)).float().cpu().numpy()
             outs = [self(x[i:i + step].to(device)).float().cpu() for i in range(0, len(x), step)]
         return torch.cat(outs).numpy() if outs else np.zeros((0, self.spec.outputs), np.float32)
 
