@@ -546,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu")
     tr.add_argument("--workers", type=int, default=2, help="data loading processes")
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    tr.add_argument("--max-batches", type=int, default=None, help="override [net] max_batches")
+    tr.add_argument("--max-batches", type=int, default=None,
+                    help="stop after batch N (the learning-rate policy keeps the cfg's max_batches)")
     tr.add_argument("--backup-every", type=int, default=1000, help="write <cfg>.backup every N batches")
     tr.add_argument("--valid-every", type=int, default=0, help="validate on the data file's valid list every N")
     tr.add_argument("--valid-images", type=int, default=0, help="validate on the first N images only")

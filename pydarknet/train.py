@@ -218,7 +218,8 @@ def draw_chart(rows: list[dict], path: str, title: str, k: int) -> None:
         ax3.plot(xk, yk, marker="s", label=f"top-{k}")
         ax3.legend(loc="lower right")
     else:
-        ax3.text(0.5, 0.5, "no validation list (--valid-every)", ha="center", va="center", transform=ax3.transAxes)
+        ax3.text(0.5, 0.5, "no validation run yet (--valid-every N and a valid= list)", ha="center", va="center",
+                 transform=ax3.transAxes)
     ax3.set_ylabel("validation accuracy")
     ax3.set_xlabel("batch")
     ax3.grid(alpha=0.3)
@@ -434,7 +435,7 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
                   f"{seen} images", file=out, flush=True)
             row = dict(batch=batch_num, epoch=f"{seen / N:.4f}", loss=f"{loss_value:.6f}", avg_loss=f"{avg_loss:.6f}",
                        rate=f"{rate:.8g}", seconds=f"{seconds:.4f}", images=seen)
-            if valid_paths and batch_num % s.valid_every == 0:
+            if valid_paths and (batch_num % s.valid_every == 0 or batch_num >= max_batches):  # and the final weights
                 top1, topk = _validate(net, valid_paths, data, classes, k, s)
                 row.update(top1=f"{top1:.6f}", topk=f"{topk:.6f}")
             append_csv(csv_path, row)

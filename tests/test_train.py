@@ -214,6 +214,16 @@ def test_train_end_to_end(tmp_path):
     assert float(rows[-1].split(",")[7]) == 1.0
 
 
+def test_validation_every_n_batches_and_on_the_final_weights(tmp_path):
+    data, cfg = make_set(tmp_path, max_batches=6)
+    assert run_train(data, cfg, "--valid-every", "4", "--chart-every", "0").returncode == 0
+    import csv
+
+    with open(tmp_path / "backup" / "c.log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["batch"] for r in rows if r["top1"]] == ["4", "6"]  # every 4th batch, and the last one
+
+
 @pytest.mark.skipif(find_binary() is None, reason="C darknet not installed")
 def test_darknet_reads_our_trained_weights(tmp_path):
     data, cfg = make_set(tmp_path, max_batches=10)
