@@ -6,6 +6,7 @@ nothing on stdout and no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -159,10 +160,10 @@ def _batch(net, names, paths: list[str], args: argparse.Namespace, top: int) -> 
 
     c, h, w = net.spec.input_shape
     workers = default_workers() if args.workers is None else args.workers
-    _set_inference_threads(args, net, workers)
     results: list[ImageResult] = []
     failed = 0
-    with tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
+    with _inference_threads(args, net, workers), \
+            tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
         for group in batches(prepared_images(paths, args.preprocess, w, h, workers), args.batch):
             ok = [g for g in group if g[2] is not None]
             probs = _run_network(net, np.stack([g[2] for g in ok]), args.device) if ok else []
@@ -257,7 +258,6 @@ def cmd_classifier_valid(args: argparse.Namespace) -> int:
         print(f"pydarknet: warning: {p}", file=sys.stderr)
 
     workers = default_workers() if args.workers is None else args.workers
-    _set_inference_threads(args, net, workers)
     outcomes = []
     start = time.perf_counter()
     bar = tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr, dynamic_ncols=True)
@@ -275,8 +275,9 @@ def cmd_classifier_valid(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"top-1 {m.top1_acc:.4f} top-{k} {m.topk_acc:.4f}", refresh=False)
 
     try:
-        metrics = V.run_validation(net, paths, mode=args.verb, label_of=label_of, classes=classes, k=k,
-                                   batch=args.batch, workers=workers, device=args.device, on_image=on_image)
+        with _inference_threads(args, net, workers):
+            metrics = V.run_validation(net, paths, mode=args.verb, label_of=label_of, classes=classes, k=k,
+                                       batch=args.batch, workers=workers, device=args.device, on_image=on_image)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
@@ -435,17 +436,26 @@ def _add_threads_option(p: argparse.ArgumentParser) -> None:
                         "thread for a light network)")
 
 
-def _set_inference_threads(args: argparse.Namespace, net, workers: int) -> None:
-    """Batched CPU inference: --threads, else pipeline.inference_threads' choice (None: PyTorch's default)."""
-    if not hasattr(net, "infer") or not str(args.device).startswith("cpu"):
-        return
+@contextlib.contextmanager
+def _inference_threads(args: argparse.Namespace, net, workers: int):
+    """Batched CPU inference runs with --threads, else pipeline.inference_threads' choice (None: PyTorch's
+    default); PyTorch's setting is restored afterwards (main() may run in a longer-lived process)."""
     from .pipeline import inference_threads
 
-    threads = args.threads or inference_threads(net.spec.bflops, workers)
-    if threads:
-        import torch
+    threads = None
+    if hasattr(net, "infer") and str(args.device).startswith("cpu"):
+        threads = args.threads or inference_threads(net.spec.bflops, workers)
+    if not threads:
+        yield
+        return
+    import torch
 
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _add_predict_options(p: argparse.ArgumentParser) -> None:

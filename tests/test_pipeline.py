@@ -86,3 +86,29 @@ def test_threads_must_be_positive(value, tmp_path):
                         str(tmp_path / "none.txt"), "--threads", value], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert "--threads: expected a whole number of at least 1" in r.stderr
+
+
+def test_batch_threads_are_set_for_the_run_and_restored(images, tmp_path, monkeypatch, capsys):
+    from pydarknet import cli
+    from pydarknet.network import Network
+
+    seen = []
+    infer = Network.infer
+    monkeypatch.setattr(Network, "infer", lambda self, *a, **k: seen.append(torch.get_num_threads()) or
+                        infer(self, *a, **k))
+    monkeypatch.setattr(pipeline, "cpu_count", lambda: 2)
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(images) + "\n")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        code = cli.main(["classify", str(ZOO_CFG / "tiny.cfg"), "--list", str(listing), "-q", "--workers", "0"])
+        assert code == 3  # the bad and the missing image
+        assert seen and set(seen) == {1}  # tiny is light: one PyTorch thread beside the decoding thread
+        assert torch.get_num_threads() == 2  # restored for whatever runs next in this process
+        seen.clear()
+        cli.main(["classify", str(ZOO_CFG / "tiny.cfg"), "--list", str(listing), "-q", "--threads", "2"])
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
