@@ -475,6 +475,9 @@ LEAVES: dict[tuple[str, ...], argparse.ArgumentParser] = {}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pydarknet",
                                 description="Darknet image classification on PyTorch, with darknet's numbers.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"pydarknet {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

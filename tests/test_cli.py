@@ -62,3 +62,10 @@ def test_warnings_are_one_line_each(tmp_path):
     r = run("ops", str(cfg))
     assert r.returncode == 0
     assert r.stderr == f"pydarknet: warning: {cfg}:6: unused key 'size=3' in [avgpool]\n"
+
+
+def test_version():
+    import pydarknet
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout == f"pydarknet {pydarknet.__version__}\n"
