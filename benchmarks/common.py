@@ -49,6 +49,8 @@ PHOTOS = "/usr/share/darknet/data"
 FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 SHORTNAMES = "/usr/share/darknet/data/imagenet.shortnames.list"
 LABELS = "/usr/share/darknet/data/imagenet.labels.list"
+#: the running line both programs' `classifier valid` print after each image: 'N: top 1: X, top K: Y'
+RUNNING_LINE = re.compile(r"^(\d+): top 1: ([0-9.]+), top (\d+): ([0-9.]+)$")
 FASHION_EVERY = 10
 TARGET_LOGIT_STD = 3.0
 

@@ -31,7 +31,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/com
 import common as C  # noqa: E402
 
 ROOT = Path(C.ROOT)
-FINAL = re.compile(r"^(\d+): top 1: ([\d.]+), top (\d+): ([\d.]+)\s*$")
 LINE = re.compile(r"^(\d+), [\d.]+: [\d.naif-]+, [\d.naif-]+ avg, [\d.naif-]+ rate, [\d.]+ seconds, (\d+) images")
 
 
@@ -56,17 +55,15 @@ def rate(lines, skip: int) -> float:
 
 def validate(cmd: list[str], env: dict) -> dict:
     """Run a `classifier valid` command; its last running line as {images, top1, topk, k, seconds}."""
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    seconds = time.perf_counter() - t0
-    if proc.returncode not in (0, 3):  # pydarknet's 3: some images skipped (then counted in its summary)
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode})")
-    finals = [m for m in map(FINAL.match, proc.stdout.splitlines()) if m]
+    r = C.run_proc(cmd, env=env, check=False)
+    if r["rc"] not in (0, 3):  # pydarknet's 3: some images skipped (then counted in its summary)
+        raise SystemExit(f"{' '.join(cmd)} failed ({r['rc']})")
+    finals = [m for m in (C.RUNNING_LINE.match(l.strip()) for l in r["stdout"].splitlines()) if m]
     if not finals:
         raise SystemExit(f"{' '.join(cmd)} printed no 'N: top 1: ...' line")
     m = finals[-1]
     return {"images": int(m.group(1)) + 1, "top1": float(m.group(2)), "k": int(m.group(3)),
-            "topk": float(m.group(4)), "seconds": seconds}
+            "topk": float(m.group(4)), "seconds": r["wall"]}
 
 
 def main() -> int:

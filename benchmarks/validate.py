@@ -46,7 +46,6 @@ import common as C  # noqa: E402
 log = C.log
 
 RANK_CYCLE = (0, 1, 3, 7)  # label = the class pydarknet ranks 1st, 2nd, 4th, 8th
-RUNNING = re.compile(r"^(\d+): top 1: ([0-9.]+), top (\d+): ([0-9.]+)$")
 
 
 def rankings(cfg: str, weights: str, paths: list[str], threads: int) -> list[list[int]]:
@@ -85,7 +84,7 @@ def split_valid_output(stdout: str) -> tuple[list[str], list[str]]:
     """(per-image lines 'path, label, p0, p1, ', running lines 'N: top 1: x, top K: y')."""
     per, running = [], []
     for line in stdout.splitlines():
-        if RUNNING.match(line.strip()):
+        if C.RUNNING_LINE.match(line.strip()):
             running.append(line.strip())
         elif line.count(", ") >= 3:
             per.append(line)
