@@ -44,6 +44,9 @@ ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+TESTS = os.path.join(ROOT, "tests")  # the ctypes binding to the C darknet (cdarknet.py) lives with the tests
+if TESTS not in sys.path:
+    sys.path.append(TESTS)
 
 PHOTOS = "/usr/share/darknet/data"
 FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
@@ -301,12 +304,12 @@ def make_weights(cfg: str, path: str, seed: int, sample_images: list[str]) -> fl
     """darknet's random init (seeded), last conv layer scaled by 2**j so the logits' std is about 3."""
     import torch
 
+    from pydarknet.engines.network import load_network
     from pydarknet.image import load_image
-    from pydarknet.network import load_network
     from pydarknet.preprocess import letterbox_image
 
     torch.manual_seed(seed)
-    net = load_network(cfg, fuse=False)
+    net = load_network(cfg)
     spec = net.spec
     c, h, w = spec.input_shape
     x = np.stack([letterbox_image(load_image(p), w, h) for p in sample_images])
@@ -315,9 +318,9 @@ def make_weights(cfg: str, path: str, seed: int, sample_images: list[str]) -> fl
     k = 1.0
     if std < TARGET_LOGIT_STD / 2:
         k = 2.0 ** round(math.log2(TARGET_LOGIT_STD / max(std, 1e-30)))
-        last = [s for s in spec.layers if s.kind in ("convolutional", "connected") and s.index < net.softmax_index][-1]
+        last = [s for s in spec.layers if s.units and s.index < spec.softmax_index][-1]
         layer = net.layers[f"{last.index}_{last.kind}"]
-        names = ("scales", "biases") if last.batch_normalize else ("weights", "biases")
+        names = ("scales", "biases") if last.has_batchnorm else ("weights", "biases")
         with torch.no_grad():
             for n in names:
                 getattr(layer, n).mul_(k)

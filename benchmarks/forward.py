@@ -27,13 +27,14 @@ Method
     is repeated (up to ``--retries`` times) if other processes used more than ``--max-contention`` cores
     on average while it ran (machine busy time from /proc/stat minus our own and our children's CPU
     time). The JSON records ``contention`` per measurement; rows still disturbed are listed at the end.
-  * pydarknet runs in this process (``torch.set_num_threads(t)``, ``torch.inference_mode()``). C darknet,
+  * pydarknet runs in this process: ``engine.infer(x)`` on ``pydarknet.open_engine(cfg, weights)`` (the torch
+    inference engine the command uses, after ``pydarknet.tune_process()``; ``torch.set_num_threads(t)``). C darknet,
     OpenCV and ONNX Runtime each run in a fresh subprocess per thread count (``OMP_NUM_THREADS=t`` set before
     the library is loaded; ``cv2.setNumThreads(t)``; ``SessionOptions.intra_op_num_threads = t``,
     ``inter_op_num_threads = 1``), which also keeps libdarknet's OpenCV 4.6 away from the cv2 wheel and
     keeps the thread pools from competing.
   * ONNX Runtime: the network (the same cfg and weights file, loaded by ``load_network``) is exported once
-    per model in this process by pydarknet's own exporter, ``pydarknet.export.export_onnx(net, path,
+    per model in this process by pydarknet's own exporter, ``pydarknet.onnx.export_onnx(net, path,
     batch=1)`` (static batch 1, opset 17; it checks the file against ONNX Runtime itself before writing
     it, and its report is in the JSON as ``onnx_export``); the worker times ``session.run`` on
     ``CPUExecutionProvider`` with the default graph optimisations (``ORT_ENABLE_ALL``).
@@ -132,7 +133,7 @@ def measure(run, args) -> tuple[dict, float | None]:
 def _worker_fn(kind: str, args, x: np.ndarray):
     """(the call to time, the library's version) for one worker kind; ``args.weights`` is the model file."""
     if kind == "darknet":
-        from pydarknet.cdarknet import CDarknet
+        from cdarknet import CDarknet
         net = CDarknet(args.cfg, args.weights)
         return (lambda: net.predict(x)), None
     blob = np.ascontiguousarray(x[None])
@@ -211,7 +212,7 @@ def libdarknet_refusal(spec) -> str | None:
 def export_onnx_for_ort(cfg: str, weights: str, path: str) -> dict:
     """The same network as an ONNX file at ``path``, by pydarknet's exporter (static batch 1); its report."""
     import pydarknet
-    from pydarknet.export import export_onnx
+    from pydarknet.onnx import export_onnx
 
     t = time.perf_counter()
     try:
@@ -241,17 +242,17 @@ def make_weights(name: str, x: np.ndarray, path: str) -> float:
 
     import pydarknet
     torch.manual_seed(WEIGHT_SEED)
-    net = pydarknet.load_network(pydarknet.zoo_cfg(name), fuse=False)
+    net = pydarknet.load_network(pydarknet.zoo_cfg(name))
     spec = net.spec
     with torch.inference_mode():
         outs = net.forward_all(torch.from_numpy(x)[None])
-    soft = [s.index for s in spec.layers if s.kind == "softmax" and s.index <= spec.output_index]
-    logits = outs[soft[-1] - 1] if soft and soft[-1] > 0 else outs[spec.output_index]
+    soft = spec.softmax_index
+    logits = outs[soft - 1] if 0 < soft <= spec.output_index else outs[spec.output_index]
     std = float(logits.std())
     k = 1.0
     if not TARGET_LOGIT_STD / 2 <= std <= TARGET_LOGIT_STD * 2:
         k = 2.0 ** round(math.log2(TARGET_LOGIT_STD / max(std, 1e-30)))
-        last = [s for s in spec.layers if s.kind in ("convolutional", "connected") and s.index < spec.output_index][-1]
+        last = [s for s in spec.layers if s.units and s.index < spec.output_index][-1]
         layer = net.layers[f"{last.index}_{last.kind}"]
         with torch.no_grad():
             layer.weights.mul_(k)
@@ -273,14 +274,11 @@ def bench_pydarknet(cfg: str, weights: str, x: np.ndarray, threads: int, args) -
 
     import pydarknet
     torch.set_num_threads(threads)
-    net = pydarknet.load_network(cfg, weights)
-    xt = torch.from_numpy(x)[None]
-
-    def fn():
-        with torch.inference_mode():
-            return net(xt)
-    r = time_calls(fn, repeat=args.repeat, budget=args.budget, warmup=args.warmup)
-    r["output"] = r["output"].reshape(-1).numpy().copy()
+    pydarknet.tune_process()  # as the pydarknet command does
+    engine = pydarknet.open_engine(cfg, weights)  # the engine pydarknet uses by default
+    batch = x[None]
+    r = time_calls(lambda: engine.infer(batch), repeat=args.repeat, budget=args.budget, warmup=args.warmup)
+    r["output"] = r["output"].reshape(-1).copy()
     r["ok"] = True
     return r
 
@@ -376,7 +374,7 @@ def main(argv=None) -> int:
     import torch
 
     import pydarknet
-    from pydarknet.cdarknet import find_library
+    from cdarknet import find_library
 
     models = C.zoo_models(args.models)  # fails early on a bad name
     threads = C.int_list(args.threads)
@@ -500,7 +498,7 @@ def main(argv=None) -> int:
         "method": {"batch": 1, "dtype": "float32", "repeat_max": args.repeat, "repeat_min": 3,
                    "budget_s": args.budget, "warmup_s": args.warmup, "weight_seed": WEIGHT_SEED,
                    "input_seed": INPUT_SEED, "target_logit_std": TARGET_LOGIT_STD,
-                   "onnxruntime": {"export": f"pydarknet.export.export_onnx(batch=1, opset={ONNX_OPSET})",
+                   "onnxruntime": {"export": f"pydarknet.onnx.export_onnx(batch=1, opset={ONNX_OPSET})",
                                    "providers": ["CPUExecutionProvider"], "intra_op_num_threads": "threads",
                                    "inter_op_num_threads": 1, "graph_optimization_level": "default (ORT_ENABLE_ALL)"}},
         "elapsed_s": round(elapsed, 1),

@@ -89,10 +89,11 @@ import sys, time, json
 T0 = time.perf_counter()
 import numpy, PIL.Image, PIL.PngImagePlugin
 T1 = time.perf_counter()
-import pydarknet, pydarknet.cli, pydarknet.api, pydarknet.npengine, pydarknet.datacfg, pydarknet.image, \
-    pydarknet.predict, pydarknet.preprocess, pydarknet.specs, pydarknet.weights
+import pydarknet, pydarknet.cli, pydarknet.api, pydarknet.engines, pydarknet.engines.numpy_infer, \
+    pydarknet.datacfg, pydarknet.image, pydarknet.predict, pydarknet.preprocess, pydarknet.specs, pydarknet.weights
 T2 = time.perf_counter()
-from pydarknet import cli, npengine, image, preprocess, predict, specs, datacfg
+from pydarknet import cli, engines, image, preprocess, predict, specs, datacfg, weights
+from pydarknet.engines import numpy_infer
 acc, net_box = {}, []
 def wrap(owner, name, key, keep=False):
     f = getattr(owner, name)
@@ -106,16 +107,16 @@ def wrap(owner, name, key, keep=False):
             net_box.append(r)
         return r
     setattr(owner, name, g)
-wrap(npengine, "load_numpy_network", "load_numpy_network", keep=True)
+wrap(engines, "open_engine", "open_engine", keep=True)
 wrap(specs, "load_specs", "load_specs")
-wrap(npengine, "read_weights", "read_weights")
-wrap(npengine.NumpyNetwork, "__init__", "fold_batchnorm")
+wrap(weights, "read_weights", "read_weights")
+wrap(numpy_infer.NumpyEngine, "__init__", "fold_batchnorm")
 wrap(datacfg.DataConfig, "load_names", "load_names")
 wrap(specs.NetSpec, "layer_table", "layer_table")
 wrap(image, "decode_rgb8", "decode_rgb8")
 wrap(image, "to_float_chw", "to_float_chw")
 wrap(preprocess, "letterbox_image", "letterbox_image")
-wrap(cli, "_run_network", "forward")
+wrap(numpy_infer.NumpyEngine, "infer", "forward")
 wrap(predict, "rank", "rank")
 T3 = time.perf_counter()
 rc = cli.main(sys.argv[1:])
@@ -125,13 +126,13 @@ net = net_box[0]
 x = preprocess.letterbox_image(image.load_image(sys.argv[-1]), net.spec.input_shape[2], net.spec.input_shape[1])[None]
 warm = []
 for _ in range(3):
-    t = time.perf_counter(); net(x); warm.append(time.perf_counter() - t)
+    t = time.perf_counter(); net.infer(x); warm.append(time.perf_counter() - t)
 print("@@" + json.dumps({"import_numpy_pil": T1 - T0, "import_pydarknet": T2 - T1, "main": T4 - T3,
                           "phases": acc, "forward_warm": sorted(warm)[1], "rc": rc}), file=sys.stderr)
 '''
 
 PHASES = [  # (key, label, depth)
-    ("load_numpy_network", "build the NumPy network", 1),
+    ("open_engine", "open the NumPy engine", 1),
     ("load_specs", "read the cfg, layer specs", 2),
     ("read_weights", "read the weights file", 2),
     ("fold_batchnorm", "fold batchnorm into the kernels", 2),

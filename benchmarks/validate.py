@@ -52,11 +52,11 @@ def rankings(cfg: str, weights: str, paths: list[str], threads: int) -> list[lis
     """pydarknet's top-8 classes per image, through ``classifier valid``'s own code (mode 'valid')."""
     import torch
 
-    from pydarknet.network import load_network
+    from pydarknet import open_engine
     from pydarknet.validate import run_validation
 
     torch.set_num_threads(threads)
-    net = load_network(cfg, weights, fuse=True)
+    net = open_engine(cfg, weights)
     out: list[list[int]] = []
     run_validation(net, paths, mode="valid", label_of=lambda p: -1, classes=net.spec.outputs,
                    k=max(RANK_CYCLE) + 1, batch=32, workers=0, on_image=lambda o, m: out.append(list(o.ranked)))

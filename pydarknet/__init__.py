@@ -4,7 +4,8 @@
 >>> pydarknet.load_specs(pydarknet.zoo_cfg("tiny")).summary_line()
 'total  0.983 BFLOPs  1046488 params  4185972 bytes'
 
-PyTorch is imported only when a network is built (``load_network``), so reading cfgs stays fast.
+PyTorch is imported only when a network is built (``load_network``, ``open_engine``), so reading cfgs stays
+fast.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def zoo_cfg(name: str) -> str:
     return zoo.get(name).cfg_path
 
 
-_LAZY = {"Network": "network", "load_network": "network", "load": "api", "list_models": "api",
-         "Classifier": "api", "Prediction": "predict"}
+_LAZY = {"Network": "engines.network", "load_network": "engines.network", "open_engine": "engines",
+         "load": "api", "list_models": "api", "Classifier": "api", "Prediction": "predict",
+         "resolve_model": "model", "ModelFacts": "model", "tune_process": "tuning"}
 
 
 def __getattr__(name: str):
@@ -32,5 +34,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'pydarknet' has no attribute {name!r}")
 
 
-__all__ = ["Classifier", "DarknetError", "DarknetWarning", "Network", "NetSpec", "Prediction", "list_models", "load",
-           "load_network", "load_specs", "zoo_cfg"]
+__all__ = ["Classifier", "DarknetError", "DarknetWarning", "ModelFacts", "Network", "NetSpec", "Prediction",
+           "list_models", "load", "load_network", "load_specs", "open_engine", "resolve_model", "tune_process",
+           "zoo_cfg"]

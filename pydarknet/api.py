@@ -7,6 +7,9 @@ returns a ``Classifier``; ``Classifier.predict`` takes paths, PIL images, arrays
 >>> preds[0]                                                   # doctest: +SKIP
 Prediction(index=372, name='power drill', prob=0.0021)
 >>> clf.model                                                  # the torch.nn.Module  # doctest: +SKIP
+
+The classifier's names, class order and preprocessing come from the model's facts (``pydarknet.model``),
+whichever way the model was named, unless ``names=``/``preprocess=``/``data=`` say otherwise.
 """
 from __future__ import annotations
 
@@ -15,57 +18,39 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .datacfg import builtin_data, read_label_list
 from .errors import DarknetError
 from .image import load_image, pil_to_rgb8, to_float_chw
+from .model import Model, Preprocessing, Resolved, looks_like_cfg, resolve, resolve_model
 from .predict import Prediction, rank
-from .preprocess import PREPROCESS
 
-
-def looks_like_cfg(name: str | os.PathLike) -> bool:
-    name = os.fspath(name)
-    return os.path.isfile(name) or name.endswith(".cfg") or os.sep in name
-
-
-def resolve_model(model: str | os.PathLike, weights: str | os.PathLike | None = None, *, mirrors: Sequence[str] = (),
-                  offline: bool = False, progress: bool = True):
-    """A cfg path or zoo name (+ optional weights) -> (cfg path, weights path or None, zoo entry or None).
-
-    For a zoo name without weights, the published weights are fetched into the cache (verified)."""
-    if looks_like_cfg(model):
-        return os.fspath(model), (None if weights is None else os.fspath(weights)), None
-    from . import zoo
-
-    entry = zoo.get(os.fspath(model))
-    if weights is None:
-        weights = zoo.fetch_weights(entry, mirrors=tuple(mirrors),
-                                    offline=offline, progress=progress)
-    return entry.cfg_path, os.fspath(weights), entry
-
-
-def default_names(outputs: int, entry=None) -> list[str]:
-    label_set = getattr(entry, "labels", None) or ("imagenet1k" if outputs == 1000 else None)
-    if label_set is None:
-        return [str(i) for i in range(outputs)]
-    return builtin_data(label_set).load_names(outputs)
+__all__ = ["Classifier", "as_chw", "list_models", "load", "looks_like_cfg"]
 
 
 class Classifier:
-    """A darknet classifier: the network, its class names and its preprocessing.
+    """A darknet classifier: the network, its class names and order, and its preprocessing.
 
-    ``model`` is the underlying ``torch.nn.Module`` (``pydarknet.Network``); ``names[i]`` names output i;
-    ``preprocess`` is the darknet function that brings an image to the network's size ("letterbox" as
-    darknet's ``classifier predict``, "center_crop" as ``classifier valid``)."""
+    ``model`` is the trainable ``torch.nn.Module`` (``pydarknet.Network``); ``names[i]`` names class i;
+    ``preprocess`` is how an image is brought to the network's size (``Preprocessing``: darknet's letterbox
+    as ``classifier predict`` does, or the centre crop ``classifier valid`` uses, and any normalisation).
+    Inference runs on a fast engine built from ``model``'s parameters, rebuilt when they change
+    (``load_state_dict``, ``.to()``, in-place edits; after writes through ``.data`` call ``refresh()``)."""
 
-    def __init__(self, model, names: list[str], *, preprocess: str = "letterbox", device: str = "cpu"):
-        if preprocess not in PREPROCESS:
-            raise ValueError(f"preprocess must be one of {sorted(PREPROCESS)}")
-        if len(names) < model.spec.outputs:
-            raise DarknetError(f"{len(names)} class names for {model.spec.outputs} outputs")
+    def __init__(self, model, resolved: Resolved, *, device: str = "cpu", precision: str = "fp32",
+                 source: Model | None = None):
         self.model = model.to(device)
-        self.names = names
-        self.preprocess = preprocess
+        self.resolved = resolved
         self.device = device
+        self.precision = precision
+        self.source = source
+        self._engine = None
+
+    @property
+    def names(self) -> list[str]:
+        return self.resolved.names
+
+    @property
+    def preprocess(self) -> Preprocessing:
+        return self.resolved.preprocess
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -73,18 +58,35 @@ class Classifier:
         c, h, w = self.model.spec.input_shape
         return w, h
 
+    @property
+    def engine(self):
+        """The inference engine (``TorchEngine``) for the model's current parameters."""
+        if self._engine is None or self._engine.is_stale() or str(self._engine.device) != str(self.model.device):
+            self.refresh()
+        return self._engine
+
+    def refresh(self) -> None:
+        """Rebuild the inference engine from the model's parameters as they are now."""
+        from .engines.torch_infer import TorchEngine
+
+        if self._engine is not None:
+            self._engine.close()
+        self._engine = TorchEngine.from_network(self.model, precision=self.precision)
+
     def prepare(self, image: Any) -> np.ndarray:
         """One image (path, PIL image, HWC uint8 array, CHW float array/tensor in [0, 1]) -> (3, H, W) float32
-        at the network's size, preprocessed as darknet does."""
+        at the network's size, preprocessed as the model expects."""
         chw = as_chw(image)
         w, h = self.input_size
-        if chw.shape[1:] == (h, w) and self.preprocess != "center_crop":
-            return chw
-        return PREPROCESS[self.preprocess](chw, w, h)
+        pre = self.preprocess
+        if chw.shape[1:] == (h, w) and pre.resize != "center_crop":
+            return pre.normalize(chw)
+        return pre(chw, w, h)
 
     def probabilities(self, images: Any) -> np.ndarray:
-        """(N, outputs) network outputs for one image or a list of images."""
-        return self.model.infer(np.stack([self.prepare(im) for im in _as_list(images)]), self.device)
+        """(N, classes) network outputs for one image or a list of images, in the classifier's class order."""
+        batch = np.stack([self.prepare(im) for im in _as_list(images)])
+        return self.resolved.reorder(self.engine.infer(batch))
 
     def predict(self, images: Any, top: int = 5) -> list[Prediction] | list[list[Prediction]]:
         """Top-``top`` predictions for one image (a list of Prediction) or a list of images (a list of lists).
@@ -99,7 +101,7 @@ class Classifier:
     def __repr__(self) -> str:
         w, h = self.input_size
         return (f"Classifier({os.path.basename(self.model.spec.path)}, {w}x{h}, {len(self.names)} classes, "
-                f"preprocess={self.preprocess!r}, device={self.device!r})")
+                f"preprocess={self.preprocess.resize!r}, device={self.device!r})")
 
 
 def _is_batch(x: Any) -> bool:
@@ -143,27 +145,26 @@ def as_chw(image: Any) -> np.ndarray:
     raise ValueError(f"cannot interpret an array of shape {a.shape} and dtype {a.dtype} as an image")
 
 
-def load(model: str | os.PathLike, weights: str | os.PathLike | None = None, *, names: str | list[str] | None = None,
-         preprocess: str | None = None, device: str = "cpu", fuse: bool = True, mirrors: Sequence[str] = (),
-         offline: bool = False, progress: bool = True) -> Classifier:
+def load(model: str | os.PathLike, weights: str | os.PathLike | None = None, *,
+         names: str | os.PathLike | Sequence[str] | None = None, data: str | os.PathLike | None = None,
+         preprocess: str | Preprocessing | None = None, device: str = "cpu", precision: str = "fp32",
+         mirrors: Sequence[str] = (), offline: bool = False, progress: bool = True) -> Classifier:
     """A ready classifier from a zoo name (weights downloaded and verified on first use) or a cfg path.
+
+    Names, class order and preprocessing: ``names``/``preprocess`` > ``data`` (a darknet .data file) > the
+    model's facts (its zoo entry, or the sidecar beside its weights) > darknet's default.
 
     >>> clf = pydarknet.load("tiny")                                    # doctest: +SKIP
     >>> clf = pydarknet.load("my.cfg", "my.weights", names="my.names")  # doctest: +SKIP
     """
-    from .network import load_network
+    from .datacfg import read_data_cfg
+    from .engines.network import load_network
 
-    cfg, weights_path, entry = resolve_model(model, weights, mirrors=mirrors, offline=offline, progress=progress)
-    net = load_network(cfg, weights_path, fuse=fuse)
-    outputs = net.spec.outputs
-    if names is None:
-        label_names = default_names(outputs, entry)
-    elif isinstance(names, (str, os.PathLike)):
-        label_names = read_label_list(os.fspath(names), minimum=outputs)
-    else:
-        label_names = list(names)
-    pre = preprocess or (entry.preprocess if entry is not None else "letterbox")
-    return Classifier(net, label_names, preprocess=pre, device=device)
+    m = resolve_model(model, weights, mirrors=mirrors, offline=offline, progress=progress)
+    net = load_network(m.cfg, m.weights)
+    data_cfg = read_data_cfg(data) if data is not None else None
+    resolved = resolve(m, net.spec, data_cfg, names=names, preprocess=preprocess)
+    return Classifier(net, resolved, device=device, precision=precision, source=m)
 
 
 def list_models() -> list[str]:

@@ -17,22 +17,6 @@ from dataclasses import dataclass, field
 
 from .errors import DarknetError, DarknetWarning
 
-#: Section name as written (lower-cased) -> canonical kind. Darknet's own aliases (string_to_layer_type).
-SECTION_ALIASES = {
-    "net": "net", "network": "net",
-    "convolutional": "convolutional", "conv": "convolutional",
-    "maxpool": "maxpool", "max": "maxpool",
-    "avgpool": "avgpool", "avg": "avgpool",
-    "connected": "connected", "conn": "connected",
-    "dropout": "dropout",
-    "softmax": "softmax", "soft": "softmax",
-    "cost": "cost",
-    "crop": "crop",
-    "route": "route",
-    "shortcut": "shortcut",
-    "batchnorm": "batchnorm",
-}
-
 _WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
 
 
@@ -145,15 +129,18 @@ def read_text(path: str, what: str) -> str:
 
 def parse_cfg(text: str, path: str = "<cfg>") -> list[Section]:
     """Split cfg text into sections. Raises DarknetError (with file:line) for lines darknet cannot read."""
+    from .specs import section_aliases  # the registry of layer kinds names the sections
+
+    aliases = section_aliases()
     sections: list[Section] = []
     for lineno, raw, line in logical_lines(text):
         if line[0] == "[":
             if not line.endswith("]") or len(line) < 3:
                 raise DarknetError(f"malformed section header {raw.strip()!r}", path, line=lineno)
             name = line[1:-1].lower()
-            if name not in SECTION_ALIASES:
+            if name not in aliases:
                 raise DarknetError(f"unknown section [{name}]", path, line=lineno)
-            sections.append(Section(SECTION_ALIASES[name], lineno, path))
+            sections.append(Section(aliases[name], lineno, path))
             continue
         if "=" not in line:
             raise DarknetError(f"expected 'key=value' or '[section]', got {raw.strip()!r}", path, line=lineno)

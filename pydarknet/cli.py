@@ -31,26 +31,16 @@ def cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
-def _zoo_cfg_path(name: str) -> str:
-    from . import zoo
-
-    return zoo.get(name).cfg_path
-
-
 def _cfg_arg(name: str) -> str:
-    """A cfg path as given, or a zoo model's cfg."""
-    from .api import looks_like_cfg
+    from .model import cfg_path
 
-    return name if looks_like_cfg(name) else _zoo_cfg_path(name)
-
-
-# -- classifier predict / classify ----------------------------------------------------------------------
+    return cfg_path(name)
 
 
 def _split_model_args(cfg: str, rest: list[str]) -> tuple[str | None, str | None]:
     """darknet's positional order is CFG WEIGHTS IMAGE; with a zoo name the weights may be left out, so a
     lone argument after a zoo name is the image unless it looks like a weights file."""
-    from .api import looks_like_cfg
+    from .model import looks_like_cfg
 
     if len(rest) >= 2:
         return rest[0], rest[1]
@@ -62,72 +52,71 @@ def _split_model_args(cfg: str, rest: list[str]) -> tuple[str | None, str | None
     return None, only
 
 
-def _load_classifier(args: argparse.Namespace, data, engine: str = "torch"):
-    """Build the network and the names for its outputs; then print darknet's load-time output (the layer
-    table) on stderr. ``engine="numpy"`` builds the PyTorch-free one-shot engine."""
-    from .api import resolve_model
+def _model(args: argparse.Namespace):
+    from .model import resolve_model
 
-    cfg, weights, entry = resolve_model(args.cfg, args.weights, mirrors=args.mirror, offline=args.offline,
-                                        progress=not args.quiet)
-    if engine == "numpy" and weights:
-        from .npengine import load_numpy_network
-
-        net = load_numpy_network(cfg, weights)
-    else:
-        from .network import load_network
-
-        net = load_network(cfg, weights or "", fuse=True)
-        if args.device != "cpu":
-            net = net.to(args.device)
-    if data.builtin and entry is not None and entry.labels != data.path:
-        from .datacfg import builtin_data
-
-        data = builtin_data(entry.labels)
-    names = data.load_names(net.spec.outputs)
-    # everything is loaded and checked: now darknet's load-time output
-    sys.stderr.write(net.spec.layer_table())
-    if weights:
-        sys.stderr.write(f"Loading weights from {weights}...Done!\n")
-    # darknet's predict letterboxes; a zoo model from elsewhere says how it was trained to be fed
-    args.preprocess = entry.preprocess if entry is not None else "letterbox"
-    return net, names
+    return resolve_model(args.cfg, args.weights, mirrors=args.mirror, offline=args.offline, progress=not args.quiet)
 
 
-def _run_network(net, batch, device: str):
-    """(N, C, H, W) float32 array -> (N, outputs) float32 array, on either engine."""
-    if hasattr(net, "infer"):
-        return net.infer(batch, device)
-    return net(batch)
+def _engine(args: argparse.Namespace, model, images: int | None):
+    """The model's inference engine for a job of ``images`` images (None: not known), after this process is
+    tuned as darknet's build is; then darknet's load-time output (the layer table) on stderr."""
+    from .engines import choose_engine, open_engine
+    from .tuning import tune_process
+
+    kind = choose_engine(args.engine, device=args.device, images=images, has_weights=bool(model.weights))
+    tune_process(torch=kind == "torch")
+    engine = open_engine(model.cfg, model.weights if model.weights else "", device=args.device, engine=kind)
+    return engine
 
 
-def _classify_one(net, names, path: str, top: int, device: str, preprocess: str = "letterbox") -> None:
-    import time
+def _loaded(engine, model) -> None:
+    sys.stderr.write(engine.spec.layer_table())
+    if model.weights:
+        sys.stderr.write(f"Loading weights from {model.weights}...Done!\n")
 
-    from .image import load_image
-    from .predict import darknet_line, rank
-    from .preprocess import PREPROCESS
 
-    c, h, w = net.spec.input_shape
-    x = PREPROCESS[preprocess](load_image(path), w, h)[None]
-    start = time.perf_counter()
-    probs = _run_network(net, x, device)[0]
-    print(f"{path}: Predicted in {time.perf_counter() - start:f} seconds.", file=sys.stderr)
-    sys.stdout.write("".join(darknet_line(p) + "\n" for p in rank(probs, names, top)))
+# -- classifier predict / classify ----------------------------------------------------------------------
+
+
+def _predict(args: argparse.Namespace, data, default_classes: str | None = None, default_top: int = 1) -> int:
+    from .model import resolve
+    from .predict import classify_file
+
+    paths = _image_list(args)
+    model = _model(args)
+    engine = _engine(args, model, len(paths) if paths is not None else (1 if args.image is not None else None))
+    resolved = resolve(model, engine.spec, data, names=args.names, preprocess=args.preprocess,
+                       default_classes=default_classes)
+    _loaded(engine, model)
+    top = args.t or resolved.top or default_top
+    if paths is not None:
+        return _batch(engine, resolved, paths, args, top)
+    if args.image is None:
+        return _interactive(lambda path: _print_one(path, *classify_file(engine, resolved, path, top)))
+    _print_one(args.image, *classify_file(engine, resolved, args.image, top))
+    return 0
+
+
+def _print_one(path: str, predictions, seconds: float) -> None:
+    from .predict import darknet_line
+
+    print(f"{path}: Predicted in {seconds:f} seconds.", file=sys.stderr)
+    sys.stdout.write("".join(darknet_line(p) + "\n" for p in predictions))
     sys.stdout.flush()
 
 
-def _interactive(net, names, top: int, device: str, preprocess: str = "letterbox") -> int:
+def _interactive(classify) -> int:
     """darknet's prompt loop: until end of input or an empty line. A bad path is reported and skipped."""
     failed = 0
     while True:
         sys.stdout.write("Enter Image Path: ")
         sys.stdout.flush()
-        line = sys.stdin.readline()
-        path = line.rstrip("\r\n")
+        path = sys.stdin.readline().rstrip("\r\n")
         if not path:
             return EXIT_SKIPPED if failed else 0
         try:
-            _classify_one(net, names, path, top, device, preprocess)
+            classify(path)
         except DarknetError as e:
             failed += 1
             print(f"pydarknet: error: {e}", file=sys.stderr)
@@ -135,8 +124,6 @@ def _interactive(net, names, top: int, device: str, preprocess: str = "letterbox
 
 def _image_list(args: argparse.Namespace) -> list[str] | None:
     """Paths for batch mode (--list FILE, or a directory as IMAGE), else None."""
-    import os
-
     from .datacfg import read_label_list
 
     if args.list:
@@ -150,54 +137,27 @@ def _image_list(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
-def _batch(net, names, paths: list[str], args: argparse.Namespace, top: int) -> int:
-    import numpy as np
+def _batch(engine, resolved, paths: list[str], args: argparse.Namespace, top: int) -> int:
     from tqdm import tqdm
 
     from .output import write_results
-    from .pipeline import batches, default_workers, prepared_images
-    from .predict import ImageResult, rank
+    from .pipeline import default_workers
+    from .predict import predict_files
 
-    c, h, w = net.spec.input_shape
+    results = []
     workers = default_workers() if args.workers is None else args.workers
-    results: list[ImageResult] = []
-    failed = 0
-    with _inference_threads(args, net, workers), \
-            tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
-        for group in batches(prepared_images(paths, args.preprocess, w, h, workers), args.batch):
-            ok = [g for g in group if g[2] is not None]
-            probs = _run_network(net, np.stack([g[2] for g in ok]), args.device) if ok else []
-            it = iter(probs)
-            for _, path, arr, err in group:
-                if err is not None:
-                    failed += 1
-                    tqdm.write(f"pydarknet: error: {err}", file=sys.stderr)
-                    results.append(ImageResult(path, error=err))
-                else:
-                    results.append(ImageResult(path, tuple(rank(next(it), names, top))))
-            bar.update(len(group))
+    with tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
+        for r in predict_files(engine, resolved, paths, top=top, batch=args.batch, workers=workers,
+                               threads=args.threads):
+            if r.error is not None:
+                tqdm.write(f"pydarknet: error: {r.error}", file=sys.stderr)
+            results.append(r)
+            bar.update(1)
     write_results(results, args.out, top)
+    failed = sum(r.error is not None for r in results)
     if failed:
         print(f"pydarknet: {failed} of {len(paths)} images could not be read", file=sys.stderr)
     return EXIT_SKIPPED if failed else 0
-
-
-def _predict(args: argparse.Namespace, data) -> int:
-    top = args.t or data.top or 1
-    paths = _image_list(args)
-    one_shot = paths is None and args.image is not None
-    engine = args.engine
-    if engine == "auto":  # PyTorch's import costs more than a one-image forward pass on NumPy
-        engine = "numpy" if one_shot and args.device == "cpu" else "torch"
-    if engine == "numpy" and args.device != "cpu":
-        raise DarknetError("the numpy engine runs on the CPU only; use --engine torch for --device")
-    net, names = _load_classifier(args, data, engine)
-    if paths is not None:
-        return _batch(net, names, paths, args, top)
-    if args.image is None:
-        return _interactive(net, names, top, args.device, args.preprocess)
-    _classify_one(net, names, args.image, top, args.device, args.preprocess)
-    return 0
 
 
 def cmd_classifier_predict(args: argparse.Namespace) -> int:
@@ -208,11 +168,9 @@ def cmd_classifier_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .datacfg import builtin_data
-
+    """darknet's classify: ImageNet-1k names (the model's own classes where it knows them), top 5."""
     args.weights, args.image = _split_model_args(args.cfg, args.rest)
-    args.t = args.t or 5  # darknet's classify: ImageNet-1k names, top 5
-    return _predict(args, builtin_data("imagenet1k"))
+    return _predict(args, None, default_classes="imagenet1k", default_top=5)
 
 
 # -- classifier valid family ------------------------------------------------------------------------------
@@ -220,50 +178,36 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_classifier_valid(args: argparse.Namespace) -> int:
     """darknet's valid/valid10/validmulti/validfull/validcrop with batching, workers and reports."""
-    import time
-
-    from tqdm import tqdm
-
     from . import validate as V
-    from .api import resolve_model
-    from .datacfg import read_data_cfg, read_label_list
-    from .network import load_network
+    from .datacfg import read_data_cfg
+    from .pipeline import default_workers
 
     data = read_data_cfg(args.data)
-    cfg, weights, entry = resolve_model(args.cfg, args.weights, mirrors=args.mirror, offline=args.offline,
-                                        progress=not args.quiet)
-    net = load_network(cfg, weights or "", fuse=True).to(args.device)
-    outputs = net.spec.outputs
-    classes = data.classes or outputs  # darknet would assume 2 classes without 'classes='
-    if classes > outputs:
-        raise DarknetError(f"classes={classes} but the network has {outputs} outputs", data.path)
-    k = args.t or data.top or 1
-    list_path = args.list or data.valid or "data/train.list"
-    paths, problems = V.read_image_list(list_path)
-    if args.ground_truth:
-        labels = data.load_labels() if data.labels else [str(i) for i in range(classes)]
-        label_of = V.ground_truth_labeler(args.ground_truth, labels)
-    elif args.labels_from == "folder":
-        label_of = V.folder_labeler(data.load_labels())
-    else:
-        labels = data.load_labels()
-        label_of = V.SubstringLabeler(labels[:classes])
-        for w in V.ambiguity_warnings(labels[:classes], paths, label_of):
-            print(f"pydarknet: warning: {data.labels}: {w}", file=sys.stderr)
-    names = data.load_names(outputs) if (data.names or data.builtin) else [str(i) for i in range(outputs)]
-    sys.stderr.write(net.spec.layer_table())
-    if weights:
-        sys.stderr.write(f"Loading weights from {weights}...Done!\n")
-    for p in problems:
+    model = _model(args)
+    engine = _engine(args, model, None)
+    plan = V.plan_validation(model, engine.spec, data, list_path=args.list, labels_from=args.labels_from,
+                             ground_truth=args.ground_truth, names=args.names)
+    for warning in plan.warnings:
+        print(f"pydarknet: warning: {warning}", file=sys.stderr)
+    _loaded(engine, model)
+    for p in plan.problems:
         print(f"pydarknet: warning: {p}", file=sys.stderr)
+    k = args.t or data.top or 1
+    with _valid_progress(args, len(plan.paths), k) as on_image:
+        run = V.validate_data(engine, plan, mode=args.verb, k=k, batch=args.batch, threads=args.threads,
+                              workers=default_workers() if args.workers is None else args.workers, on_image=on_image,
+                              describe={"cfg": model.cfg, "weights": model.weights, "device": args.device})
+    return _valid_report(args, run, plan.resolved.names, k)
 
-    workers = default_workers() if args.workers is None else args.workers
-    outcomes = []
-    start = time.perf_counter()
-    bar = tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr, dynamic_ncols=True)
+
+@contextlib.contextmanager
+def _valid_progress(args: argparse.Namespace, total: int, k: int):
+    """darknet's per-image and running lines on stdout, a progress bar with the running accuracy on stderr."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="img", disable=args.quiet or None, file=sys.stderr, dynamic_ncols=True)
 
     def on_image(o, m):
-        outcomes.append(o)
         if o.error is not None:
             tqdm.write(f"pydarknet: error: {o.error}", file=sys.stderr)
         else:
@@ -275,32 +219,21 @@ def cmd_classifier_valid(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"top-1 {m.top1_acc:.4f} top-{k} {m.topk_acc:.4f}", refresh=False)
 
     try:
-        with _inference_threads(args, net, workers):
-            metrics = V.run_validation(net, paths, mode=args.verb, label_of=label_of, classes=classes, k=k,
-                                       batch=args.batch, workers=workers, device=args.device, on_image=on_image)
+        yield on_image
     finally:
         bar.close()
-    seconds = time.perf_counter() - start
-    skipped = metrics.skipped + len(problems)
-    summary = {"mode": args.verb, "cfg": cfg, "weights": weights, "list": list_path, "images_listed": len(paths),
-               "images_read": metrics.read, "skipped": skipped, "unlabelled": metrics.unlabelled,
-               "top1": metrics.top1_acc, f"top{k}": metrics.topk_acc, "k": k, "classes": classes,
-               "seconds": seconds, "images_per_second": metrics.read / seconds if seconds else None,
-               "device": args.device, "batch": args.batch, "workers": workers}
+
+
+def _valid_report(args: argparse.Namespace, run, names: list[str], k: int) -> int:
+    m, summary = run.metrics, run.summary
     if args.out:
         from .reports import write_reports
 
-        for path in write_reports(args.out, metrics, outcomes, names, summary):
+        for path in write_reports(args.out, m, run.outcomes, names, summary):
             print(f"pydarknet: wrote {path}", file=sys.stderr)
-    print(f"pydarknet: {metrics.read} images read, {skipped} skipped; top-1 {metrics.top1_acc:.6f}, "
-          f"top-{k} {metrics.topk_acc:.6f}; {metrics.read / seconds:.1f} images/s", file=sys.stderr)
-    return EXIT_SKIPPED if skipped else 0
-
-
-def default_workers() -> int:
-    from .pipeline import default_workers as dw
-
-    return dw()
+    print(f"pydarknet: {m.read} images read, {summary['skipped']} skipped; top-1 {m.top1_acc:.6f}, "
+          f"top-{k} {m.topk_acc:.6f}; {summary['images_per_second'] or 0:.1f} images/s", file=sys.stderr)
+    return EXIT_SKIPPED if summary["skipped"] else 0
 
 
 def cmd_imagenet_prepare_val(args: argparse.Namespace) -> int:
@@ -320,7 +253,9 @@ def cmd_imagenet_prepare_val(args: argparse.Namespace) -> int:
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     from .train import TrainSettings, train
+    from .tuning import tune_process
 
+    tune_process()
     final = train(TrainSettings(data=args.data, cfg=args.cfg, weights=args.weights, clear=args.clear,
                                 resume=args.resume, device=args.device, workers=args.workers,
                                 backup_every=args.backup_every, valid_every=args.valid_every,
@@ -335,17 +270,9 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
 
 def cmd_partial(args: argparse.Namespace) -> int:
     """darknet's partial: the first N layers' weights of CFG from WEIGHTS into OUT, with seen reset to 0."""
-    from .specs import load_specs
-    from .weights import read_weights, write_weights
+    from .weights import partial
 
-    spec = load_specs(_cfg_arg(args.cfg))
-    if not 0 < args.n <= len(spec.layers):
-        raise DarknetError(f"N={args.n}: the cfg has {len(spec.layers)} layers", args.cfg)
-    _, params = read_weights(args.weights, spec, upto=args.n)
-    from dataclasses import replace
-
-    cut = replace(spec, layers=spec.layers[: args.n])
-    write_weights(args.out, cut, params, seen=0)
+    cut = partial(_cfg_arg(args.cfg), args.weights, args.out, args.n)
     print(f"{args.out}: the first {args.n} layers of {args.weights} ({cut.weights_bytes} bytes)", file=sys.stderr)
     return 0
 
@@ -355,33 +282,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     rest = list(args.rest)
     args.out = rest.pop() if rest and rest[-1].endswith(".onnx") else None
     args.weights = rest[0] if rest else None
-    from .api import resolve_model
-    from .export import export_onnx, export_state_dict
-    from .network import load_network
-
     if not args.out and not args.state_dict:
         raise DarknetError("nothing to write: give OUT.onnx and/or --state-dict FILE")
-    cfg, weights, _ = resolve_model(args.cfg, args.weights, mirrors=args.mirror, offline=args.offline,
-                                    progress=not args.quiet)
-    net = load_network(cfg, weights or "")
+    from .engines.network import load_network
+
+    model = _model(args)
+    net = load_network(model.cfg, model.weights or "")
     if args.out:
-        r = export_onnx(net, args.out, opset=args.opset, check=not args.no_check)
+        from .onnx import export_onnx
+
+        r = export_onnx(net, args.out, opset=args.opset, check=not args.no_check, metadata=model.facts.metadata())
         check = (f"onnxruntime agrees: max |diff| {r['max_abs_diff']:.2e}, top-5 "
                  f"{'identical' if r['top5_same'] else 'tied'}" if r.get("checked") else "not checked")
         print(f"{args.out}: ONNX opset {r['opset']}, {r['nodes']} nodes, {r['file_bytes']} bytes; {check}")
     if args.state_dict:
-        r = export_state_dict(net, args.state_dict)
+        from .statedict import export_state_dict
+
+        r = export_state_dict(net, args.state_dict, metadata=model.facts.metadata())
         print(f"{args.state_dict}: {r['format']} state dict, {r['tensors']} tensors, {r['file_bytes']} bytes")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     """A PyTorch state dict (.safetensors / .pt, names as `export --state-dict` writes) -> darknet weights."""
-    from .export import load_state_dict_into
-    from .network import load_network
+    from .engines.network import Network
+    from .specs import load_specs
+    from .statedict import load_state_dict_into
 
-    net = load_network(_cfg_arg(args.cfg), fuse=False)
-    load_state_dict_into(net, args.state_dict)
+    net = load_state_dict_into(Network(load_specs(_cfg_arg(args.cfg)), init=False), args.state_dict)
     net.save_weights(args.out)
     print(f"{args.out}: darknet weights for {args.cfg} ({net.spec.weights_bytes} bytes)")
     return 0
@@ -391,11 +319,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     """Write weights made on the fly (darknet's random initialisation, seeded) for a cfg or zoo name."""
     import torch
 
-    from .network import load_network
+    from .engines.network import load_network
 
     cfg = _cfg_arg(args.cfg)
     torch.manual_seed(args.seed)
-    net = load_network(cfg, fuse=False)
+    net = load_network(cfg)
     net.save_weights(args.out)
     print(f"{args.out}: {net.spec.weights_bytes} bytes of random weights for {cfg} (seed {args.seed})",
           file=sys.stderr)
@@ -436,29 +364,16 @@ def _add_threads_option(p: argparse.ArgumentParser) -> None:
                         "thread for a light network)")
 
 
-@contextlib.contextmanager
-def _inference_threads(args: argparse.Namespace, net, workers: int):
-    """Batched CPU inference runs with --threads, else pipeline.inference_threads' choice (None: PyTorch's
-    default); PyTorch's setting is restored afterwards (main() may run in a longer-lived process)."""
-    from .pipeline import inference_threads
-
-    threads = None
-    if hasattr(net, "infer") and str(args.device).startswith("cpu"):
-        threads = args.threads or inference_threads(net.spec.bflops, workers)
-    if not threads:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _add_names_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--names", metavar="FILE", help="class names, one per output, overriding the data file's and "
+                                                  "the model's own")
 
 
 def _add_predict_options(p: argparse.ArgumentParser) -> None:
+    _add_names_option(p)
+    p.add_argument("--preprocess", choices=("letterbox", "center_crop", "resize"), default=None,
+                   help="how an image is brought to the network's size (default: the model's own, else "
+                        "darknet's letterbox)")
     p.add_argument("-t", type=int, default=0, metavar="K", help="print the top K classes (default: the data file's top)")
     p.add_argument("--list", metavar="FILE", help="batch mode: classify every image listed in FILE")
     p.add_argument("--out", default="-", metavar="FILE",
@@ -526,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
         va.add_argument("--labels-from", choices=("substring", "folder"), default="substring",
                         help="substring: darknet's rule (a label found in the path); folder: the image's directory")
         va.add_argument("--ground-truth", metavar="FILE", help="IMAGE LABEL lines giving each image's class")
+        _add_names_option(va)
         va.add_argument("--batch", type=int, default=32, help="network inputs per forward pass")
         _add_threads_option(va)
         va.add_argument("--workers", type=int, default=None, help="decoding processes")

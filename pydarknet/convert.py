@@ -43,12 +43,11 @@ import numpy as np
 from .atomic import atomic_write
 from .cfg import parse_cfg
 from .errors import DarknetError
-from .specs import NetSpec, build_specs, load_specs
+from .model import Classes, ModelFacts, read_sidecar, write_sidecar
+from .model import Preprocessing as ModelPreprocessing
+from .numerics import variance_for_std
+from .specs import NetSpec, Params, build_specs, load_specs
 from .weights import expected_bytes, parse_header, write_weights
-
-Params = dict[int, dict[str, np.ndarray]]
-
-DARKNET_BN_EPSILON = 1e-6  # normalize_cpu: sqrt(var) + .000001
 
 #: EfficientNet-Lite's native resolutions (efficientnet_lite_builder.py efficientnet_lite_params).
 NATIVE_SIZE = {"lite0": 224, "lite1": 240, "lite2": 260, "lite3": 280, "lite4": 300}
@@ -161,11 +160,12 @@ def _bn_arrays(bn, conv_bias=None) -> dict[str, np.ndarray]:
     beta = bn.bias.detach().double().cpu().numpy() if bn.bias is not None else np.zeros(n)
     if conv_bias is not None:  # BN(conv(x) + b) == BN'(conv(x)) with mean - b
         mean = mean - conv_bias.detach().double().cpu().numpy()
-    denom = np.sqrt(var + bn.eps) - DARKNET_BN_EPSILON
-    if (denom <= 0).any():
-        raise DarknetError("a batchnorm variance is too small for darknet's sqrt(var) + 1e-6")
+    try:
+        variance = variance_for_std(np.sqrt(var + bn.eps))
+    except ValueError:
+        raise DarknetError("a batchnorm variance is too small for darknet's sqrt(var) + 1e-6") from None
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    return {"biases": f32(beta), "scales": f32(gamma), "rolling_mean": f32(mean), "rolling_variance": f32(denom ** 2)}
+    return {"biases": f32(beta), "scales": f32(gamma), "rolling_mean": f32(mean), "rolling_variance": f32(variance)}
 
 
 def _activation(module) -> str:
@@ -242,7 +242,7 @@ def efficientnet_lite_to_darknet(model, input_size: int | tuple[int, int] = 225,
     act = _activation(model._swish)
     b = _Builder(width, height)
     if normalize_input:
-        var = (np.asarray(STD, np.float64) - DARKNET_BN_EPSILON) ** 2
+        var = variance_for_std(np.asarray(STD, np.float64))
         b.add("[batchnorm]", {"scales": np.ones(3, np.float32), "rolling_mean": np.asarray(MEAN, np.float32),
                               "rolling_variance": var.astype(np.float32)})
     b.conv("_conv_stem", model._conv_stem, model._bn0, act)
@@ -390,13 +390,15 @@ def ensure_converted(variant: str = "lite0", cache_dir: str | os.PathLike | None
     v = _variant(variant)
     size = input_size or default_input_size(v)
     if cache_dir is None:
-        from .zoo import cache_dir as default_cache
+        from .download import cache_dir as default_cache
 
         cache_dir = default_cache()
     directory = pathlib.Path(cache_dir).expanduser()
     stem = _stem(v, size, normalize_input)
     cfg, weights, names = (directory / f"{stem}.{ext}" for ext in ("cfg", "weights", "names"))
     if _cached(cfg, weights, names):
+        if read_sidecar(weights) is None:  # converted by an older pydarknet
+            write_sidecar(weights, model_facts(v, size, normalize_input=normalize_input))
         return cfg, weights, names
 
     model, pth, versions = _load(v, None)
@@ -412,8 +414,21 @@ def ensure_converted(variant: str = "lite0", cache_dir: str | os.PathLike | None
     atomic_write(cfg, cfg_text.encode("utf-8"))
     spec = build_specs(parse_cfg(cfg_text, os.fspath(cfg)))
     write_weights(weights, spec, params)
+    write_sidecar(weights, model_facts(v, size, normalize_input=normalize_input, versions=versions))
     return cfg, weights, names
 
 
+def model_facts(variant: str = "lite0", input_size: int | None = None, *, normalize_input: bool = False,
+                versions: list[str] | None = None) -> ModelFacts:
+    """The facts of a converted EfficientNet-Lite: ImageNet-1k in sorted-synset order, darknet's centre crop
+    (and TF's normalisation, unless the network does it itself), its input size and where it came from."""
+    p = preprocessing(variant, input_size, normalize_input=normalize_input)
+    return ModelFacts(classes=Classes.from_builtin("imagenet1k-sorted"),
+                      preprocess=ModelPreprocessing(p.preprocess, p.mean, p.std), input_size=(p.width, p.height),
+                      provenance={"converted_from": ", ".join(versions or [f"efficientnet-{_variant(variant)}"]),
+                                  "converter": "pydarknet.convert.efficientnet_lite_to_darknet"})
+
+
 __all__ = ["MEAN", "NATIVE_SIZE", "Preprocessing", "STD", "class_names", "class_synsets", "default_input_size",
-           "efficientnet_lite_to_darknet", "ensure_converted", "exact_size", "load_package_model", "preprocessing"]
+           "efficientnet_lite_to_darknet", "ensure_converted", "exact_size", "load_package_model", "model_facts",
+           "preprocessing"]

@@ -5,6 +5,7 @@ GIL, and nothing is pickled between processes)."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing as mp
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -14,16 +15,14 @@ import numpy as np
 
 from .errors import DarknetError
 from .image import load_image
-from .preprocess import PREPROCESS
 
 Prepared = tuple[int, str, "np.ndarray | None", "str | None"]  # (position, path, CHW array(s), error)
 
 
-def _prepare(args: tuple[int, str, Callable | str, int, int]) -> Prepared:
-    i, path, fn, w, h = args
-    fn = PREPROCESS[fn] if isinstance(fn, str) else fn
+def _prepare(args: tuple[int, str, Callable]) -> Prepared:
+    i, path, fn = args
     try:
-        return i, path, fn(load_image(path), w, h), None
+        return i, path, fn(load_image(path)), None
     except DarknetError as e:
         return i, path, None, str(e)
     except Exception as e:  # a decoder bug must not stop a batch run: report it against the file
@@ -50,7 +49,7 @@ def default_workers() -> int:
 LIGHT_NETWORK_BFLOPS = 2.0
 
 
-def inference_threads(bflops: float, workers: int) -> int | None:
+def default_inference_threads(bflops: float, workers: int) -> int | None:
     """PyTorch threads for batched CPU inference beside the decoding, or None to keep PyTorch's default.
 
     With decoding in the background thread (``workers`` = 0) and a light network, the decoding thread
@@ -63,12 +62,34 @@ def inference_threads(bflops: float, workers: int) -> int | None:
     return cpus - 1
 
 
-def prepared_images(paths: Iterable[str], fn: Callable | str, w: int, h: int, workers: int = 0) -> Iterator[Prepared]:
-    """Yield (position, path, fn(image, w, h) or None, error or None) for each path, in input order.
+@contextlib.contextmanager
+def inference_threads(engine, workers: int, threads: int | None = None):
+    """While batched CPU inference runs on a PyTorch engine: ``threads`` PyTorch threads, else
+    ``default_inference_threads``' choice (None: PyTorch's default). PyTorch's setting is restored afterwards
+    (the caller may be a longer-lived process). Other engines are left alone."""
+    if getattr(engine, "kind", None) not in ("torch", "network") or str(engine.device) != "cpu":
+        yield
+        return
+    threads = threads or default_inference_threads(engine.spec.bflops, workers)
+    if not threads:
+        yield
+        return
+    import torch
 
-    ``fn`` is a preprocessing name (see ``preprocess.PREPROCESS``) or a module-level function (it travels
-    to the worker processes by reference)."""
-    jobs = ((i, p, fn, w, h) for i, p in enumerate(paths))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def prepared_images(paths: Iterable[str], fn: Callable, workers: int = 0) -> Iterator[Prepared]:
+    """Yield (position, path, fn(decoded image) or None, error or None) for each path, in input order.
+
+    ``fn`` must pickle (a module-level function, or an object such as ``model.Prepare``) to travel to the
+    worker processes."""
+    jobs = ((i, p, fn) for i, p in enumerate(paths))
     if workers <= 0:
         yield from _in_background_thread(jobs)
         return

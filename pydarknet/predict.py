@@ -44,3 +44,41 @@ class ImageResult:
     path: str
     predictions: tuple[Prediction, ...] = ()
     error: str | None = None
+
+
+# -- the library calls behind `classifier predict` and `classify` ------------------------------------------
+
+
+def classify_file(engine, resolved, path: str, top: int) -> tuple[list[Prediction], float]:
+    """One image file through ``engine`` with ``resolved``'s preprocessing, class order and names: its top
+    ``top`` predictions and the seconds the network took (what darknet's ``Predicted in`` line reports)."""
+    import time
+
+    from .image import load_image
+    from .model import Prepare
+
+    c, h, w = engine.spec.input_shape
+    x = Prepare(resolved.preprocess, w, h)(load_image(path))[None]
+    start = time.perf_counter()
+    probs = resolved.reorder(engine.infer(x))[0]
+    return rank(probs, resolved.names, top), time.perf_counter() - start
+
+
+def predict_files(engine, resolved, paths, *, top: int, batch: int = 16, workers: int = 0,
+                  threads: int | None = None):
+    """Yield an ``ImageResult`` per path, in order: decoding and preprocessing beside the network (``workers``
+    processes, or one background thread), ``batch`` images per forward pass. An unreadable image is a result
+    with its error; the others go on."""
+    import numpy as np
+
+    from .model import Prepare
+    from .pipeline import batches, inference_threads, prepared_images
+
+    c, h, w = engine.spec.input_shape
+    with inference_threads(engine, workers, threads):
+        for group in batches(prepared_images(paths, Prepare(resolved.preprocess, w, h), workers), batch):
+            ok = [g[2] for g in group if g[2] is not None]
+            probs = iter(resolved.reorder(engine.infer(np.stack(ok))) if ok else ())
+            for _, path, _, err in group:
+                yield (ImageResult(path, error=err) if err is not None
+                       else ImageResult(path, tuple(rank(next(probs), resolved.names, top))))

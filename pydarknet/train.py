@@ -16,11 +16,12 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .errors import DarknetError, DarknetWarning
+from .model import cfg_path, facts_for, write_sidecar
 from .specs import NetOptions
 
 
@@ -286,9 +287,10 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
     from tqdm import tqdm
 
     from .datacfg import read_data_cfg
-    from .network import Network
+    from .engines.network import Network
+    from .model import Model, resolve
     from .specs import load_specs
-    from .validate import folder_labeler, ground_truth_labeler, read_image_list
+    from .validate import make_labeler, read_image_list
     from .weights import read_weights_new_head
 
     rank, world, local_rank = _dist()
@@ -303,6 +305,7 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
     if s.threads:
         torch.set_num_threads(s.threads)
     data = read_data_cfg(s.data)
+    s.cfg = cfg_path(s.cfg)  # a zoo name trains its cfg
     spec = load_specs(s.cfg)
     opts = spec.net
     base = os.path.splitext(os.path.basename(s.cfg))[0]
@@ -332,21 +335,18 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
 
             warnings.warn(DarknetWarning(note))
     net.to(s.device).train()
-    classes = data.classes or spec.outputs
-    if classes > spec.outputs:
-        raise DarknetError(f"classes={classes} but the network has {spec.outputs} outputs", data.path)
+    # the data file defines the classes the network learns (a weights file's own class order is retrained)
+    resolved = resolve(Model(cfg=s.cfg, weights=weights), spec, data, need_labels=True)
+    classes = resolved.classes
     if not data.train:
         raise DarknetError("has no 'train=' image list", data.path)
     paths, problems = read_image_list(data.train)
     if not paths:
         raise DarknetError("the training list is empty", data.train)
-    if s.ground_truth:
-        label_of = ground_truth_labeler(s.ground_truth, data.load_labels())
-        targets = multi_hot(paths, classes, label_of=label_of)
-    elif s.labels_from == "folder":
-        targets = multi_hot(paths, classes, label_of=folder_labeler(data.load_labels()))
-    else:
-        targets = multi_hot(paths, classes, labels=data.load_labels())
+    label_of, _ = make_labeler(resolved.labels, classes, paths, labels_from=s.labels_from,
+                               ground_truth=s.ground_truth)
+    chosen = s.ground_truth or s.labels_from != "substring"
+    targets = multi_hot(paths, classes, label_of=label_of if chosen else None, labels=resolved.labels)
     if spec.outputs > classes:
         targets = np.pad(targets, ((0, 0), (0, spec.outputs - classes)))
     N = len(paths)
@@ -358,7 +358,7 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
         raise DarknetError("[net] max_batches is 0: give max_batches= or --max-batches", s.cfg)
     aug = dict(min_crop=opts.min_crop, max_crop=opts.max_crop, angle=opts.angle, aspect=opts.aspect, hue=opts.hue,
                saturation=opts.saturation, exposure=opts.exposure, center=opts.center)
-    resizable = not any(sp.kind in ("connected", "crop") for sp in spec.layers)
+    resizable = not spec.fixed_input
     size = opts.width
 
     model = net
@@ -381,11 +381,20 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
     chart_path = os.path.join(backup, f"{base}.chart.png")
     history = read_csv(csv_path) if rank == 0 and seen else []
     k = data.top or 1
-    valid_paths = []
+    valid_paths, valid_label_of = [], None
     if s.valid_every and data.valid and rank == 0:
         valid_paths, _ = read_image_list(data.valid)
         if s.valid_images:
             valid_paths = valid_paths[: s.valid_images]
+        valid_label_of, _ = make_labeler(resolved.labels, classes, valid_paths, labels_from=s.labels_from,
+                                         ground_truth=s.ground_truth)
+    facts = facts_for(spec, resolved, provenance={"trained_by": "pydarknet classifier train", "data": s.data,
+                                                  "cfg": s.cfg})
+
+    def save(path: str) -> None:
+        """A checkpoint as darknet writes it, with the model's facts beside it."""
+        net.save_weights(path, seen=seen)
+        write_sidecar(path, replace(facts, provenance={**facts.provenance, "seen": str(seen)}))
     batch_num = seen // (batch_images * world)
     epoch = seen // N
     avg_loss = -1.0
@@ -412,7 +421,7 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
                 with ctx:
                     with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
                         logits = net.forward_logits(x) if model is net else _ddp_logits(model, x)
-                    sm = net.spec.layers[net.softmax_index]
+                    sm = net.spec.layers[net.spec.softmax_index]
                     logp = F.log_softmax(logits.float().reshape(logits.shape[0], sm.groups, -1) / sm.temperature,
                                          dim=-1).reshape(logits.shape[0], -1)
                     loss = -(t * logp).sum(dim=1).mean()
@@ -436,7 +445,7 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
             row = dict(batch=batch_num, epoch=f"{seen / N:.4f}", loss=f"{loss_value:.6f}", avg_loss=f"{avg_loss:.6f}",
                        rate=f"{rate:.8g}", seconds=f"{seconds:.4f}", images=seen)
             if valid_paths and (batch_num % s.valid_every == 0 or batch_num >= max_batches):  # and the final weights
-                top1, topk = _validate(net, valid_paths, data, classes, k, s)
+                top1, topk = _validate(net, valid_paths, valid_label_of, resolved, k, s.device)
                 row.update(top1=f"{top1:.6f}", topk=f"{topk:.6f}")
             append_csv(csv_path, row)
             history.append(row)
@@ -444,13 +453,13 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
             bar.set_postfix_str(f"loss {avg_loss:.4f} lr {rate:.3g}", refresh=False)
             if seen // N > epoch:
                 epoch = seen // N
-                net.save_weights(os.path.join(backup, f"{base}_{epoch}.weights"), seen=seen)
+                save(os.path.join(backup, f"{base}_{epoch}.weights"))
             if batch_num % s.backup_every == 0:
-                net.save_weights(os.path.join(backup, f"{base}.backup"), seen=seen)
+                save(os.path.join(backup, f"{base}.backup"))
             if s.chart_every and batch_num % s.chart_every == 0:
                 draw_chart(history, chart_path, f"{base}: {batch_num} batches", k)
         if rank == 0:
-            net.save_weights(final, seen=seen)
+            save(final)
             draw_chart(history, chart_path, f"{base}: {batch_num} batches", k)
     finally:
         bar.close()
@@ -484,14 +493,16 @@ def _ddp_logits(model, x):
     return model(x, logits=True)
 
 
-def _validate(net, paths, data, classes, k, s):
-    from .validate import SubstringLabeler, run_validation
+def _validate(net, paths, label_of, resolved, k, device):
+    """darknet's ``valid`` on ``paths`` with the network as it is now (an engine built from its parameters:
+    the training network itself is left as it is), labels as the training targets were found."""
+    from .engines.torch_infer import TorchEngine
+    from .validate import run_validation
 
-    net.eval()
-    net.fuse()
+    engine = TorchEngine.from_network(net, device=device)
     try:
-        m = run_validation(net, paths, mode="valid", label_of=SubstringLabeler(data.load_labels()[:classes]),
-                           classes=classes, k=k, batch=64, workers=0, device=s.device)
+        m = run_validation(engine, paths, mode="valid", label_of=label_of, classes=resolved.classes, k=k, batch=64,
+                           workers=0, reorder=resolved.reorder, preprocess=resolved.preprocess)
     finally:
-        net.train()
+        engine.close()
     return m.top1_acc, m.topk_acc

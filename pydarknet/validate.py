@@ -23,6 +23,7 @@ import numpy as np
 
 from .datacfg import read_label_list
 from .errors import DarknetError
+from .model import Preprocessing
 from .predict import top_k
 from .preprocess import center_crop_image, crop_image, flip_image, resize_image, resize_min
 
@@ -240,26 +241,46 @@ def read_image_list(path: str) -> tuple[list[str], list[str]]:
     return paths, problems
 
 
-def run_validation(net, paths: list[str], *, mode: str, label_of, classes: int, k: int, batch: int = 32,
-                   workers: int = 0, device: str = "cpu", on_image=None):
-    """Validate ``net`` on ``paths``; call ``on_image(outcome, metrics)`` after each image, in list order.
+@dataclass(frozen=True)
+class Views:
+    """A validation mode bound to the network's input size and the model's normalisation: a picklable
+    callable from a decoded image to the list of network inputs whose probabilities are summed."""
+    mode: str
+    width: int
+    height: int
+    preprocess: Preprocessing | None = None
+
+    def __call__(self, im: np.ndarray) -> list[np.ndarray]:
+        views = MODES[self.mode](im, self.width, self.height)
+        return views if self.preprocess is None else [self.preprocess.normalize(v) for v in views]
+
+
+def run_validation(engine, paths: list[str], *, mode: str, label_of, classes: int, k: int, batch: int = 32,
+                   workers: int = 0, on_image=None, reorder=None, preprocess: Preprocessing | None = None):
+    """Validate on ``paths`` with ``engine`` (any engine: ``spec``, ``infer``); call ``on_image(outcome,
+    metrics)`` after each image, in list order.
 
     Views of fixed size are batched across images (``batch`` network inputs per forward pass); modes that
-    resize the network run each view at its own size."""
+    resize the network run each view at its own size. ``reorder`` maps the (N, outputs) probabilities to the
+    data file's class order (``Resolved.reorder``); ``preprocess`` normalises the views where the model needs
+    it (its mean/std; the resize is the mode's own)."""
     from .pipeline import prepared_images
 
     if mode not in MODES:
         raise DarknetError(f"unknown validation mode {mode!r}")
-    c, h, w = net.spec.input_shape
-    if mode in RESIZES_NETWORK and any(s.kind in ("connected", "crop") for s in net.spec.layers):
+    spec = engine.spec
+    c, h, w = spec.input_shape
+    fixing = spec.fixing_layer
+    if mode in RESIZES_NETWORK and fixing is not None:
         raise DarknetError(f"{mode} resizes the network per image, which needs a fully convolutional network "
-                           "(this one has connected or crop layers)", net.spec.path)
+                           f"(layer {fixing.index} is a {fixing.kind} layer)", spec.path)
+    reorder = reorder or (lambda probs: probs)
     metrics = Metrics(classes=classes, k=k)
     pending: list = []  # prepared images waiting for a batched forward pass
 
     def flush():
         views = [v for _, _, arrs, _ in pending if arrs is not None for v in arrs]
-        out = net.infer(np.stack(views), device) if views else np.zeros((0, 0), F32)
+        out = reorder(engine.infer(np.stack(views))) if views else np.zeros((0, 0), F32)
         pos = 0
         for _, path, arrs, err in pending:
             label = label_of(path)
@@ -281,11 +302,12 @@ def run_validation(net, paths: list[str], *, mode: str, label_of, classes: int, 
         return ImageOutcome(path, label, tuple(ranked), tuple(float(pred[i]) for i in ranked),
                             (float(pred[0]), float(pred[1]) if classes > 1 else 0.0))
 
-    for item in prepared_images(paths, MODES[mode], w, h, workers):
+    norm = preprocess if preprocess is not None and preprocess.mean is not None else None
+    for item in prepared_images(paths, Views(mode, w, h, norm), workers):
         _, path, arrs, err = item
         if mode in RESIZES_NETWORK and arrs is not None:
             flush()
-            probs = np.concatenate([net.infer(v[None], device) for v in arrs])
+            probs = reorder(np.concatenate([engine.infer(v[None]) for v in arrs]))
             outcome = _outcome(path, label_of(path), probs)
             if on_image:
                 on_image(outcome, metrics)
@@ -295,3 +317,99 @@ def run_validation(net, paths: list[str], *, mode: str, label_of, classes: int, 
             flush()
     flush()
     return metrics
+
+
+# -- the library call behind `classifier valid` and training's validation ----------------------------------
+
+
+LABEL_RULES = ("substring", "folder")
+
+
+def make_labeler(labels: list[str], classes: int, paths: list[str], *, labels_from: str = "substring",
+                 ground_truth: str | None = None):
+    """How an image's class is found, and the warnings about it: a ground-truth file (``IMAGE LABEL``
+    lines), the image's directory name (``labels_from="folder"``), or darknet's substring rule (the default;
+    with warnings where it is ambiguous for these paths). Returns (label_of, warnings)."""
+    if ground_truth:
+        return ground_truth_labeler(ground_truth, labels), []
+    if labels_from == "folder":
+        return folder_labeler(labels), []
+    if labels_from != "substring":
+        raise DarknetError(f"labels from {labels_from!r}: expected one of {', '.join(LABEL_RULES)}")
+    labeler = SubstringLabeler(labels[:classes])
+    return labeler, ambiguity_warnings(labels[:classes], paths, labeler)
+
+
+@dataclass
+class ValidationPlan:
+    """What a validation run needs before the first image: the resolved names/labels/class order, the image
+    list (and the problems found in it), how a path's label is found, and the warnings to show."""
+    resolved: object
+    list_path: str
+    paths: list[str]
+    problems: list[str]
+    label_of: object
+    warnings: list[str]
+
+
+def plan_validation(model, spec, data, *, list_path: str | None = None, labels_from: str = "substring",
+                    ground_truth: str | None = None, names=None) -> ValidationPlan:
+    """The list (``list_path``, else the data file's ``valid``, else darknet's data/train.list), the labels by
+    ``model.resolve`` (the data file's, else the model's own), and the label rule (``make_labeler``)."""
+    from .model import resolve
+
+    resolved = resolve(model, spec, data, names=names, need_labels=not ground_truth)
+    list_path = list_path or data.valid or "data/train.list"
+    paths, problems = read_image_list(list_path)
+    labels = resolved.labels or [str(i) for i in range(resolved.classes)]  # a ground truth may give indices
+    label_of, notes = make_labeler(labels, resolved.classes, paths, labels_from=labels_from,
+                                   ground_truth=ground_truth)
+    where = resolved.sources.get("labels", "labels")
+    return ValidationPlan(resolved, list_path, paths, problems, label_of, [f"{where}: {n}" for n in notes])
+
+
+@dataclass
+class Validation:
+    """The result of ``validate_data``: the metrics, every image's outcome (in list order), the run's summary
+    (what ``summary.json`` holds) and the problems found in the list."""
+    metrics: Metrics
+    outcomes: list
+    summary: dict
+    problems: list[str]
+
+    @property
+    def skipped(self) -> int:
+        return self.metrics.skipped + len(self.problems)
+
+
+def validate_data(engine, plan: ValidationPlan, *, mode: str = "valid", k: int, batch: int = 32, workers: int = 0,
+                  threads: int | None = None, on_image=None, describe: dict | None = None) -> Validation:
+    """darknet's ``classifier valid`` family with ``engine`` on ``plan`` (``plan_validation``: the images, their
+    labels, the class order and normalisation). ``on_image(outcome, metrics)`` is called after each image.
+    ``describe`` adds entries to the summary (cfg, weights, ...)."""
+    import time
+
+    from .pipeline import inference_threads
+
+    resolved, paths, label_of, problems = plan.resolved, plan.paths, plan.label_of, plan.problems
+
+    outcomes: list = []
+
+    def each(outcome, metrics):
+        outcomes.append(outcome)
+        if on_image:
+            on_image(outcome, metrics)
+
+    start = time.perf_counter()
+    with inference_threads(engine, workers, threads):
+        metrics = run_validation(engine, paths, mode=mode, label_of=label_of, classes=resolved.classes, k=k,
+                                 batch=batch, workers=workers, on_image=each, reorder=resolved.reorder,
+                                 preprocess=resolved.preprocess)
+    seconds = time.perf_counter() - start
+    summary = {"mode": mode, **(describe or {}), "list": plan.list_path, "images_listed": len(paths),
+               "images_read": metrics.read,
+               "skipped": metrics.skipped + len(problems), "unlabelled": metrics.unlabelled,
+               "top1": metrics.top1_acc, f"top{k}": metrics.topk_acc, "k": k, "classes": resolved.classes,
+               "seconds": seconds, "images_per_second": metrics.read / seconds if seconds else None,
+               "batch": batch, "workers": workers}
+    return Validation(metrics, outcomes, summary, list(problems))

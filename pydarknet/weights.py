@@ -16,9 +16,8 @@ import numpy as np
 
 from .atomic import atomic_write, read_bytes
 from .errors import DarknetError
-from .specs import LayerSpec, NetSpec
+from .specs import LayerSpec, NetSpec, Params
 
-Params = dict[int, dict[str, np.ndarray]]  # layer index -> name -> float32 array (spec layout shapes)
 
 
 @dataclass(frozen=True)
@@ -58,37 +57,17 @@ def parse_header(data: bytes, path: str) -> Header:
     return Header(major, minor, revision, seen)
 
 
-def _loaded(spec: LayerSpec) -> list[tuple[str, tuple[int, ...]]]:
-    """What load_*_weights reads for a layer: nothing with dontload, no batchnorm arrays with dontloadscales."""
-    if spec.common.dontload:
-        return []
-    layout = spec.layout()
-    if spec.common.dontloadscales and spec.kind != "batchnorm":
-        layout = [(n, s) for n, s in layout if n not in ("scales", "rolling_mean", "rolling_variance")]
-    return layout
-
-
 def _count(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
 def expected_bytes(net: NetSpec, header: Header, upto: int | None = None) -> int:
     layers = net.layers if upto is None else net.layers[:upto]
-    return header.nbytes + 4 * sum(_count(s) for spec in layers for _, s in _loaded(spec))
-
-
-def _file_layout_shape(spec: LayerSpec, name: str, shape: tuple[int, ...], header: Header) -> tuple[int, ...]:
-    """Shape of an array as it lies in the file (before darknet's transposes)."""
-    if name == "weights" and spec.kind == "connected" and header.transpose:
-        return (shape[1], shape[0])  # inputs x outputs
-    if name == "weights" and getattr(spec, "flipped", False):
-        n, cg, k, _ = shape
-        return (cg * k * k, n)  # flipped: (c*size*size) x n, transposed on load
-    return shape
+    return header.nbytes + 4 * sum(_count(s) for spec in layers for _, s in spec.loaded_layout())
 
 
 def _to_memory(spec: LayerSpec, name: str, arr: np.ndarray, shape: tuple[int, ...], header: Header) -> np.ndarray:
-    fshape = _file_layout_shape(spec, name, shape, header)
+    fshape = spec.file_shape(name, shape, header)
     arr = arr.reshape(fshape)
     if fshape != shape:
         arr = np.ascontiguousarray(arr.T).reshape(shape)
@@ -112,7 +91,7 @@ def read_weights(path: str | os.PathLike, net: NetSpec, *, upto: int | None = No
                                "(weights for another cfg?)", path)
         offset = header.nbytes
         for spec in layers:
-            offset += 4 * sum(_count(s) for _, s in _loaded(spec))
+            offset += 4 * sum(_count(s) for _, s in spec.loaded_layout())
             if offset > len(data):
                 raise DarknetError(f"runs short in this {spec.kind} layer: the file {msg}", path,
                                    layer=spec.index)
@@ -121,7 +100,7 @@ def read_weights(path: str | os.PathLike, net: NetSpec, *, upto: int | None = No
     pos = 0
     for spec in layers:
         arrays = {}
-        for name, shape in _loaded(spec):
+        for name, shape in spec.loaded_layout():
             n = _count(shape)
             chunk = floats[pos: pos + n]
             pos += n
@@ -148,8 +127,8 @@ def weights_bytes(net: NetSpec, params: Params, header: Header) -> bytes:
                 arr = np.asarray(params[spec.index][name], dtype=np.float32).reshape(shape)
             except KeyError:
                 raise DarknetError(f"no '{name}' array to save", net.path, layer=spec.index) from None
-            fshape = _file_layout_shape(spec, name, shape, out_header)
-            if fshape != shape:  # flipped convolution: write back in the file's transposed order
+            fshape = spec.file_shape(name, shape, out_header)
+            if fshape != shape:  # an array the file holds transposed (a flipped convolution)
                 arr = arr.reshape(shape[0], -1).T
             chunks.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
     return b"".join(chunks)
@@ -181,13 +160,25 @@ def read_weights_new_head(path: str | os.PathLike, net: NetSpec) -> tuple[Header
         with open(path, "rb") as f:
             header = parse_header(f.read(20), path)
         before = expected_bytes(net, header, upto=last.index)
-        per_class = sum(_count(s) for _, s in _loaded(last)) // (last.filters if last.kind == "convolutional"
-                                                                 else last.output)
+        per_class = sum(_count(s) for _, s in last.loaded_layout()) // last.units
         rest = size - before
         if rest <= 0 or rest % (4 * per_class):
             raise original from None
         classes = rest // (4 * per_class)
         header, params = read_weights(path, net, upto=last.index)
-        mine = last.filters if last.kind == "convolutional" else last.output
         return header, params, (f"{path}: layer {last.index}: the file's {last.kind} layer has {classes} outputs, "
-                                f"the cfg's {mine}: it keeps its fresh initialisation (fine-tuning a new head)")
+                                f"the cfg's {last.units}: it keeps its fresh initialisation (fine-tuning a new head)")
+
+
+def partial(cfg: str | os.PathLike, weights: str | os.PathLike, out: str | os.PathLike, n: int) -> NetSpec:
+    """darknet's ``partial``: the first ``n`` layers' weights of ``cfg`` from ``weights`` into ``out`` (seen reset
+    to 0). Returns the cut network's spec."""
+    from .specs import load_specs
+
+    spec = load_specs(cfg)
+    if not 0 < n <= len(spec.layers):
+        raise DarknetError(f"N={n}: the cfg has {len(spec.layers)} layers", cfg)
+    _, params = read_weights(weights, spec, upto=n)
+    cut = spec.cut(n)
+    write_weights(out, cut, params, seen=0)
+    return cut

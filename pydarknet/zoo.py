@@ -18,35 +18,30 @@ A weights file's exact size depends on its header: darknet writes 0.2.0 headers 
 but older files carry 16-byte headers (e.g. ``alexnet.weights`` is 249,513,392 bytes, 4 less than a 0.2.0
 file), so the size is checked against the header the file actually holds (``weights.expected_bytes``).
 
-Downloads: user mirrors first (``mirrors=`` then ``$PYDARKNET_MIRROR``), then the published URLs; each file
-streams into ``<cache>/<file>.part`` (resumed with an HTTP Range request when a .part exists), is verified,
-fsynced and renamed into place, so the cache never holds a torn or unverified final file.
+Each entry carries the model's facts (``ModelFacts``: class set and order, preprocessing, provenance), which
+travel with it: ``pydarknet.model.resolve_model`` gives them for the zoo name, and a sidecar written beside
+the cached weights gives them for the files. Downloads (``pydarknet.download``, which knows nothing of the
+zoo): user mirrors first (``mirrors=`` then ``$PYDARKNET_MIRROR``), then the published URLs, each checked
+here (exact size, header, no HTML, sha256 where published) before it is renamed into place.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import http.client
 import os
 import pathlib
 import re
-import socket
-import urllib.error
-import urllib.parse
-import urllib.request
-import warnings
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from . import __version__
-from .atomic import fsync_dir
-from .errors import DarknetError, DarknetWarning
+from .download import FetchError, cache_dir, fetch, looks_like_html, mirror_url, mirrors_from_env
+from .errors import DarknetError
+from .model import Classes, ModelFacts, Preprocessing, read_sidecar, write_sidecar
 from .specs import NetSpec, load_specs
 from .weights import Header, expected_bytes, parse_header
 
 _CFG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfgs")
 _CHUNK = 1 << 20
-_MAX_TRIES_PER_URL = 5  # resumes of one URL after dropped connections, while each try makes progress
 
 DATA_SERVER = "https://data.pjreddie.com/files/"   # what darknet's pages link today
 MEDIA_SERVER = "https://pjreddie.com/media/files/"  # what they linked before (now redirects to HTML)
@@ -87,6 +82,14 @@ class ZooEntry:
                 raise ValueError(f"{self.name}: a sha256 needs its sha256_source")
         if os.path.basename(self.weights_file) != self.weights_file or not self.weights_file:
             raise ValueError(f"{self.name}: weights_file must be a bare file name")
+
+    @property
+    def facts(self) -> ModelFacts:
+        """The model's facts: its class set in output order, its preprocessing, where it comes from."""
+        return ModelFacts(classes=Classes.from_builtin(self.labels), preprocess=Preprocessing(self.preprocess),
+                          input_size=(self.spec.net.width, self.spec.net.height),
+                          provenance={"zoo": self.name, "title": self.title,
+                                      **({"weights_url": self.urls[0]} if self.urls else {})})
 
     @property
     def cfg_path(self) -> str:
@@ -236,27 +239,12 @@ def _entry(entry: ZooEntry | str) -> ZooEntry:
 # ---------------------------------------------------------------------------------------------------------
 # cache
 
-def cache_dir() -> pathlib.Path:
-    """$PYDARKNET_CACHE, else $XDG_CACHE_HOME/pydarknet, else ~/.cache/pydarknet (not created here)."""
-    explicit = os.environ.get("PYDARKNET_CACHE")
-    if explicit:
-        return pathlib.Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return pathlib.Path(xdg).expanduser() / "pydarknet"
-    return pathlib.Path.home() / ".cache" / "pydarknet"
-
-
 def cached_path(entry: ZooEntry | str) -> pathlib.Path:
     """Where the entry's weights live: in the package for bundled models, else in the cache."""
     entry = _entry(entry)
     if entry.bundled:
         return pathlib.Path(_MODELS_DIR) / entry.weights_file
     return cache_dir() / entry.weights_file
-
-
-def _part_path(path: pathlib.Path) -> pathlib.Path:
-    return path.with_name(path.name + ".part")
 
 
 def is_cached(entry: ZooEntry | str) -> bool:
@@ -269,18 +257,8 @@ def is_cached(entry: ZooEntry | str) -> bool:
     return True
 
 
-def mirrors_from_env() -> list[str]:
-    """$PYDARKNET_MIRROR: base URLs (or local directories) separated by commas and/or whitespace."""
-    return [m for m in re.split(r"[\s,]+", os.environ.get("PYDARKNET_MIRROR", "")) if m]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # verification
-
-def _looks_like_html(head: bytes) -> bool:
-    """A weights file starts with int32 major (0 for every darknet file); text starts with '<'."""
-    return head.lstrip()[:1] == b"<"
-
 
 def _plausible(h: Header) -> bool:
     """major/minor/revision as darknet writes them (0.1.0, 0.2.0; >1000 marks a transposed old file).
@@ -299,7 +277,7 @@ def _check_size_and_header(entry: ZooEntry, path: os.PathLike | str) -> int:
         raise DarknetError("no such file", path) from None
     except OSError as e:
         raise DarknetError(f"cannot read: {e.strerror or e}", path) from None
-    if _looks_like_html(head):
+    if looks_like_html(head):
         raise DarknetError("is an HTML page, not darknet weights", path)
     header = parse_header(head, path)
     if not _plausible(header):
@@ -335,179 +313,11 @@ def verify_weights(entry: ZooEntry | str, path: os.PathLike | str) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # download
 
-class _Failed(Exception):
-    """One URL failed; ``keep_part`` says whether the .part holds a good prefix worth resuming."""
-
-    def __init__(self, problem: str, keep_part: bool = False):
-        super().__init__(problem)
-        self.problem = problem
-        self.keep_part = keep_part
-
-
-def _mirror_url(base: str, weights_file: str) -> str:
-    if "://" not in base:  # a local directory
-        return pathlib.Path(base).expanduser().resolve().joinpath(weights_file).as_uri()
-    return base.rstrip("/") + "/" + urllib.parse.quote(weights_file)
-
 
 def _candidates(entry: ZooEntry, mirrors: Iterable[str]) -> list[str]:
-    urls = [_mirror_url(m, entry.weights_file) for m in (*mirrors, *mirrors_from_env())]
+    urls = [mirror_url(m, entry.weights_file) for m in (*mirrors, *mirrors_from_env())]
     urls += list(entry.urls)
     return list(dict.fromkeys(urls))
-
-
-def _content_range(value: str | None) -> tuple[int, int | None] | None:
-    """'bytes START-END/TOTAL' -> (START, TOTAL or None)."""
-    m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value or "")
-    if not m:
-        return None
-    return int(m.group(1)), None if m.group(3) == "*" else int(m.group(3))
-
-
-def _unlink(path: pathlib.Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _download_once(url: str, part: pathlib.Path, entry: ZooEntry, *, progress: bool, timeout: float) -> None:
-    """Stream ``url`` into ``part``, resuming from its current size. Raises _Failed."""
-    start = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": f"pydarknet/{__version__}", "Accept-Encoding": "identity"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and start:  # the .part is not a prefix of this file: start over
-            _unlink(part)
-            raise _Failed("the server refused to resume the partial download (HTTP 416); it will restart",
-                          keep_part=True) from None
-        raise _Failed(f"HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        raise _Failed(f"cannot connect: {getattr(e.reason, 'strerror', None) or e.reason}") from None
-    except (socket.timeout, TimeoutError):
-        raise _Failed(f"no answer within {timeout:g} s") from None
-    except (OSError, http.client.HTTPException) as e:
-        raise _Failed(f"cannot connect: {e}") from None
-    with resp:
-        status = getattr(resp, "status", None) or 200  # file:// answers without a status
-        final_url = resp.geturl()
-        where = "" if final_url == url else f" (redirected to {final_url})"
-        ctype = (resp.headers.get("Content-Type") or "").lower()
-        if ctype.startswith(("text/html", "application/xhtml")):
-            raise _Failed(f"serves an HTML page ({ctype.split(';')[0]}), not darknet weights{where}")
-        length = resp.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
-        if status == 206:
-            cr = _content_range(resp.headers.get("Content-Range"))
-            if cr is None or cr[0] != start:
-                raise _Failed(f"answered the resume request with a bad Content-Range "
-                              f"({resp.headers.get('Content-Range')!r})")
-            total = cr[1] if cr[1] is not None else (start + length if length is not None else None)
-            mode = "ab"
-        else:  # 200: the whole file (a server that ignores Range restarts us from zero)
-            start, total, mode = 0, length, "wb"
-
-        def read() -> bytes:
-            try:
-                return resp.read(_CHUNK)
-            except (http.client.IncompleteRead, OSError, http.client.HTTPException) as e:
-                kind = "timed out" if isinstance(e, (socket.timeout, TimeoutError)) else "dropped"
-                raise _Failed(f"the connection {kind} after {done} of {total or '?'} bytes; "
-                              f"{part.name} is kept to resume", keep_part=done > 0) from None
-
-        done = start
-        chunk = read()
-        if start == 0 and _looks_like_html(chunk[:64]):
-            raise _Failed(f"serves an HTML page, not darknet weights{where}")
-        if total is not None and total not in entry.valid_sizes:
-            raise _Failed(f"offers {total} bytes but {os.path.basename(entry.cfg_path)} needs "
-                          f"{' or '.join(map(str, entry.valid_sizes))}{where}")
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=entry.weights_file, disable=not progress, leave=False)
-        try:
-            with open(part, mode) as f:
-                try:
-                    while chunk:
-                        f.write(chunk)
-                        done += len(chunk)
-                        bar.update(len(chunk))
-                        if total is not None and done > total:
-                            raise _Failed(f"sent more than the {total} bytes it announced")
-                        chunk = read()
-                finally:
-                    f.flush()
-                    os.fsync(f.fileno())
-        except OSError as e:
-            raise DarknetError(f"cannot write: {e.strerror or e}", part) from None
-        finally:
-            bar.close()
-        if total is not None and done < total:
-            raise _Failed(f"the connection closed after {done} of {total} bytes; {part.name} is kept to resume",
-                          keep_part=done > 0)
-
-
-
-
-def _size(path: pathlib.Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _fetch_url(url: str, entry: ZooEntry, final: pathlib.Path, *, progress: bool, timeout: float) -> None:
-    """Download, verify and move into place from one URL, resuming after dropped connections. Raises _Failed."""
-    part = _part_path(final)
-    restarted = False
-    for _ in range(_MAX_TRIES_PER_URL):
-        before = _size(part)
-        try:
-            _download_once(url, part, entry, progress=progress, timeout=timeout)
-        except _Failed as e:
-            if not e.keep_part:
-                _unlink(part)
-                raise
-            if _size(part) != before:
-                continue  # progress was made, or a stale .part was dropped: resume / restart
-            raise  # no progress: keep the .part for the next URL or the next run
-        try:
-            verify_weights(entry, part)
-        except DarknetError as e:
-            _unlink(part)
-            if before and not restarted:  # the resumed prefix may belong to another file: once more from zero
-                restarted = True
-                continue
-            raise _Failed(e.problem) from None
-        os.replace(part, final)
-        fsync_dir(final.parent)
-        return
-    raise _Failed(f"gave up after {_MAX_TRIES_PER_URL} tries")
-
-
-class _Lock:
-    """Advisory exclusive lock on ``<file>.lock`` so two processes do not write one .part (POSIX only)."""
-
-    def __init__(self, path: pathlib.Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def __enter__(self):
-        try:
-            import fcntl
-        except ImportError:
-            return self
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the lock; the lock file stays (deleting it would race)
 
 
 def _missing_error(entry: ZooEntry, final: pathlib.Path, failures: list[str], reason: str) -> DarknetError:
@@ -542,11 +352,13 @@ def fetch_weights(entry: ZooEntry | str, *, mirrors: Iterable[str] = (), progres
 
         _, weights, _ = ensure_converted(entry.converter, final.parent, normalize_input=True)
         verify_weights(entry, weights)
+        _write_facts(entry, weights)
         return weights
     stale: list[str] = []
     if final.exists():
         try:
             verify_weights(entry, final)
+            _write_facts(entry, final)
             return final
         except DarknetError as e:
             stale = [f"the file already there is not valid: {e.problem}"]
@@ -556,28 +368,22 @@ def fetch_weights(entry: ZooEntry | str, *, mirrors: Iterable[str] = (), progres
     if not urls:
         raise _missing_error(entry, final, stale, "there is no URL to download them from")
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DarknetError(f"cannot create the cache directory: {e.strerror or e}", final.parent) from None
-    failures = list(stale)
-    with _Lock(final.with_name(final.name + ".lock")):
-        if final.exists():  # another process may have finished it while we waited for the lock
-            try:
-                verify_weights(entry, final)
-                return final
-            except DarknetError:
-                pass
-        for url in urls:
-            try:
-                _fetch_url(url, entry, final, progress=progress, timeout=timeout)
-            except _Failed as e:
-                failures.append(f"{url}: {e.problem}")
-                continue
-            if failures[len(stale):]:
-                warnings.warn(f"fetched {entry.weights_file} from {url} after: {'; '.join(failures[len(stale):])}",
-                              DarknetWarning, stacklevel=2)
-            return final
-    raise _missing_error(entry, final, failures, "could not be downloaded")
+        fetch(urls, final, verify=lambda path: verify_weights(entry, path), sizes=entry.valid_sizes,
+              needed_by=os.path.basename(entry.cfg_path), progress=progress, timeout=timeout)
+    except FetchError as e:
+        raise _missing_error(entry, final, stale + e.failures, "could not be downloaded") from None
+    _write_facts(entry, final)
+    return final
+
+
+def _write_facts(entry: ZooEntry, weights: pathlib.Path) -> None:
+    """The entry's facts beside its cached weights, so the files used by path keep them (best effort: a
+    read-only cache keeps the weights usable by zoo name)."""
+    try:
+        if read_sidecar(weights) is None:
+            write_sidecar(weights, entry.facts)
+    except DarknetError:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -618,5 +424,5 @@ def zoo_table() -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["Published", "ZooEntry", "cache_dir", "cached_path", "fetch_weights", "get", "is_cached",
-           "list_models", "mirrors_from_env", "verify_weights", "zoo_table"]
+__all__ = ["Published", "ZooEntry", "cached_path", "fetch_weights", "get", "is_cached", "list_models",
+           "verify_weights", "zoo_table"]

@@ -66,3 +66,27 @@ def golden_weights(manifest, tmp_path_factory):
         return out
 
     return get
+
+
+#: every inference engine: the trainable network (batchnorm unfolded), the folded torch engine, NumPy
+ENGINE_KINDS = ["network", "torch", "numpy"]
+
+
+def open_engine_kind(kind: str, cfg, weights):
+    import pydarknet
+
+    if kind == "network":
+        return pydarknet.load_network(cfg, weights)
+    return pydarknet.open_engine(cfg, weights, engine=kind)
+
+
+def engine_from_network(kind: str, net):
+    """The ``kind`` engine from a Network's current parameters."""
+    from pydarknet.engines.numpy_infer import NumpyEngine
+    from pydarknet.engines.torch_infer import TorchEngine
+
+    if kind == "network":
+        return net
+    if kind == "torch":
+        return TorchEngine.from_network(net)
+    return NumpyEngine(net.spec, net.darknet_params())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pydarknet.augment import (augment, distort_image, hsv_to_rgb, rand_scale, rgb_to_hsv, rotate_crop_image)
-from pydarknet.cdarknet import _Image, find_library
+from cdarknet import _Image, find_library
 
 need_lib = pytest.mark.skipif(find_library() is None, reason="C darknet (libdarknet.so) not installed")
 

@@ -1,8 +1,9 @@
 """Conformance against the original C darknet's golden outputs (../shared/golden).
 
-Tolerances: full output vectors within 1e-5 (max abs) with batchnorm unfolded as darknet computes it, and
-within 1e-5 with batchnorm folded into the convolutions (measured: <= 5e-6 on every golden case); top-5
-indices identical in both. Every layer of tiny within 1e-4 relative to the layer's scale."""
+Tolerances: full output vectors within 1e-5 (max abs) on every engine: the trainable network with batchnorm
+unfolded as darknet computes it, and the torch and NumPy engines with batchnorm folded into the convolutions
+(measured: <= 5e-6 on every golden case); top-5 indices identical. Every layer of tiny within 1e-5 relative to
+the layer's scale."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import pydarknet
-from conftest import GOLDEN, REFERENCE_CFG, ZOO_CFG, need_shared
+from conftest import ENGINE_KINDS, GOLDEN, REFERENCE_CFG, ZOO_CFG, engine_from_network, need_shared, open_engine_kind
 
 pytestmark = need_shared
 
@@ -31,17 +32,18 @@ def top5(y: np.ndarray) -> list[int]:
     return [int(i) for i in np.argsort(-y, kind="stable")[:5]]
 
 
-@pytest.mark.parametrize("fuse", [False, True], ids=["unfolded", "folded"])
+@pytest.mark.parametrize("engine", ENGINE_KINDS)
 @pytest.mark.parametrize("model", GOLDEN_MODELS)
 @pytest.mark.parametrize("cfg_dir", [REFERENCE_CFG, ZOO_CFG], ids=["darknet-cfg", "our-cfg"])
-def test_outputs_match_darknet(manifest, golden_weights, model, fuse, cfg_dir):
-    net = pydarknet.load_network(cfg_dir / f"{model}.cfg", golden_weights(model), fuse=fuse)
+def test_outputs_match_darknet(manifest, golden_weights, model, engine, cfg_dir):
+    """Every engine (the trainable network with batchnorm unfolded, the folded torch engine, the NumPy one)
+    on darknet's golden inputs: darknet's outputs within 1e-5 and its top-5."""
+    net = open_engine_kind(engine, cfg_dir / f"{model}.cfg", golden_weights(model))
     n = 0
     for case, mode in cases_with_inputs(manifest, model):
-        x = torch.from_numpy(np.load(GOLDEN / case["files"][f"in_{mode}"]))[None]
+        x = np.load(GOLDEN / case["files"][f"in_{mode}"])[None]
         expected = np.load(GOLDEN / case["files"][f"out_{mode}"])
-        with torch.inference_mode():
-            y = net(x)[0].numpy()
+        y = net.infer(x)[0]
         assert y.shape == expected.shape
         assert np.abs(y - expected).max() <= TOL, (case["image"], mode)
         assert top5(y) == [i for i, _ in case[f"top5_{mode}"]], (case["image"], mode)
@@ -52,7 +54,7 @@ def test_outputs_match_darknet(manifest, golden_weights, model, fuse, cfg_dir):
 def test_logits_layer_matches(manifest, golden_weights):
     """The layer feeding the softmax, for every golden model with stored inputs."""
     for model in GOLDEN_MODELS:
-        net = pydarknet.load_network(REFERENCE_CFG / f"{model}.cfg", golden_weights(model), fuse=False)
+        net = pydarknet.load_network(REFERENCE_CFG / f"{model}.cfg", golden_weights(model))
         logits_layer = manifest["models"][model]["logits_layer"]
         for case, mode in cases_with_inputs(manifest, model):
             x = torch.from_numpy(np.load(GOLDEN / case["files"][f"in_{mode}"]))[None]
@@ -65,7 +67,7 @@ def test_logits_layer_matches(manifest, golden_weights):
 
 def test_every_layer_of_tiny(manifest, golden_weights):
     case = next(c for c in manifest["cases"] if c["model"] == "tiny" and c["image"] == "dog_jpg")
-    net = pydarknet.load_network(REFERENCE_CFG / "tiny.cfg", golden_weights("tiny"), fuse=False)
+    net = pydarknet.load_network(REFERENCE_CFG / "tiny.cfg", golden_weights("tiny"))
     x = torch.from_numpy(np.load(GOLDEN / case["files"]["in_predict"]))[None]
     with torch.inference_mode():
         outs = net.forward_all(x)
@@ -78,15 +80,16 @@ def test_every_layer_of_tiny(manifest, golden_weights):
         assert np.abs(got - want).max() <= 1e-5 * scale, (layer["index"], layer["type"])
 
 
-def test_fused_equals_unfused_on_every_zoo_model():
-    """Folding batchnorm changes nothing beyond float rounding on any zoo architecture."""
+def test_engines_agree_on_every_zoo_model():
+    """Folding batchnorm (the torch and NumPy engines) changes nothing beyond float rounding on any zoo
+    architecture: every engine within 1e-5 of the trainable network."""
     torch.manual_seed(0)
     for cfg in sorted(ZOO_CFG.glob("*.cfg")):
         if cfg.stem in ("vgg-16", "resnet152", "resnet101", "alexnet", "darknet53", "darknet19_448"):
-            continue  # big ones are covered by the golden models and the slow test below
-        net = pydarknet.load_network(cfg, fuse=False)
-        x = torch.rand(1, *net.spec.input_shape)
-        with torch.inference_mode():
-            a = net(x)
-            b = net.fuse()(x)
-        assert (a - b).abs().max() <= 1e-5, cfg.stem
+            continue  # big ones are covered by the golden models
+        net = pydarknet.load_network(cfg)
+        x = np.random.default_rng(1).random((1, *net.spec.input_shape), dtype=np.float32)
+        want = net.infer(x)
+        for kind in ("torch", "numpy"):
+            got = engine_from_network(kind, net).infer(x)
+            assert np.abs(got - want).max() <= 1e-5, (cfg.stem, kind)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import open_engine_kind
 from pydarknet import convert
 from pydarknet.errors import DarknetError
 
@@ -48,7 +49,7 @@ def _photo(name: str) -> np.ndarray:
 
 
 def test_batchnorm_fold_is_exact():
-    from pydarknet.layers import darknet_batchnorm
+    from pydarknet.engines.network import darknet_batchnorm
 
     torch.manual_seed(0)
     bn = torch.nn.BatchNorm2d(16, eps=1e-3).eval()
@@ -158,10 +159,10 @@ def test_matches_the_package_on_photos(converted, reference, photos):
     pre = convert.preprocessing("lite0")
     x = torch.from_numpy(np.stack([pre.normalize(p) for p in photos.values()]))
     report = []
-    for fuse in (True, False):
-        net = pydarknet.load_network(cfg, weights, fuse=fuse)
+    for engine in ("network", "torch", "numpy"):
+        net = open_engine_kind(engine, cfg, weights)
+        ours = net.infer(x.numpy())
         with torch.inference_mode():
-            ours = net(x).numpy()
             theirs = torch.softmax(reference(x), dim=1).numpy()
         for i, photo in enumerate(photos):
             diff = float(np.abs(ours[i] - theirs[i]).max())
@@ -266,7 +267,7 @@ def test_zoo_entry_classifies_real_photos(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PYDARKNET_CACHE", str(tmp_path / "cache"))
     files = _photo_files(tmp_path)
     clf = pydarknet.load("efficientnet-lite0")  # converted into the cache on first use, offline
-    assert clf.preprocess == "center_crop" and clf.input_size == (225, 225)
+    assert clf.preprocess.resize == "center_crop" and clf.input_size == (225, 225)
     for name, path in files.items():
         top = clf.predict(str(path), top=5)
         assert top[0].name in RIGHT[name], (name, top[0])
@@ -300,3 +301,138 @@ def test_validation_with_ground_truth_runs_end_to_end(tmp_path, monkeypatch, cap
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["images_read"] == len(files) and summary["top5"] == 1.0
     assert out.splitlines()[-1].startswith(f"{len(files) - 1}: top 1: ")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the model's facts travel: class order and preprocessing, whichever way the model is named
+
+#: real photos whose ImageNet-1k class a person knows, for a small labelled validation set
+KNOWN = {"coffee": "espresso", "chelsea": "tabby", "camera": "tripod", "grace_hopper": "military uniform",
+         "rocket": "missile", "eagle": "bald eagle"}
+DARKNET_PHOTOS = "/usr/share/darknet/data"  # Debian's darknet package (installed by scripts/setup.sh)
+
+
+def _known_photos(tmp_path, fmt="PNG"):
+    from PIL import Image
+
+    from pydarknet.image import decode_rgb8
+
+    files = {}
+    for name in KNOWN:
+        if name == "eagle":
+            if not os.path.isfile(f"{DARKNET_PHOTOS}/eagle.jpg"):
+                continue
+            rgb = decode_rgb8(f"{DARKNET_PHOTOS}/eagle.jpg")
+        elif name == "camera":
+            rgb = np.repeat(pytest.importorskip("skimage.data").camera()[:, :, None], 3, axis=2)
+        else:
+            rgb = (_photo(name).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+        p = tmp_path / f"{name}.{fmt.lower()}"
+        Image.fromarray(rgb).save(p, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        files[name] = p
+    return files
+
+
+def _top5_lines(capsys, argv) -> list[str]:
+    from pydarknet.cli import main
+
+    assert main(argv) == 0
+    return [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+
+
+@need_packages
+def test_every_way_of_naming_the_model_gives_the_same_answer(tmp_path, monkeypatch, capsys):
+    """efficientnet-lite0 by zoo name, by its cached cfg + weights files, and through pydarknet.load: the same
+    top-5 names on real photos (its facts, the sorted-synset class order and the centre crop, travel in the
+    sidecar beside the converted weights; the first version said 'mink' for the eagle through the files)."""
+    import pydarknet
+    from pydarknet import zoo
+    from pydarknet.model import read_sidecar
+
+    monkeypatch.setenv("PYDARKNET_CACHE", str(tmp_path / "cache"))
+    weights = zoo.fetch_weights("efficientnet-lite0", progress=False)
+    cfg = weights.with_suffix(".cfg")
+    assert read_sidecar(weights).preprocess.resize == "center_crop"
+    by_name, by_files = pydarknet.load("efficientnet-lite0"), pydarknet.load(cfg, weights)
+    for name, path in _known_photos(tmp_path).items():
+        want = [p.name for p in by_name.predict(str(path), top=5)]
+        assert [p.name for p in by_files.predict(str(path), top=5)] == want, name
+        assert _top5_lines(capsys, ["classify", "efficientnet-lite0", str(path), "-q"]) == want, name
+        assert _top5_lines(capsys, ["classify", str(cfg), str(weights), str(path), "-q"]) == want, name
+        assert KNOWN[name] in want, (name, want)
+
+
+@need_packages
+def test_a_data_file_in_another_class_order_is_mapped_and_a_contradicting_one_refused(tmp_path, monkeypatch,
+                                                                                      capsys):
+    import pydarknet
+    from pydarknet.datacfg import builtin_data
+    from pydarknet.errors import DarknetWarning
+
+    monkeypatch.setenv("PYDARKNET_CACHE", str(tmp_path / "cache"))
+    photo = _known_photos(tmp_path)["coffee"]
+    want = [p.name for p in pydarknet.load("efficientnet-lite0").predict(str(photo), top=5)]
+    darknet_order = builtin_data("imagenet1k")  # darknet's imagenet1k.data: its own class order
+    mapped = tmp_path / "darknet.data"
+    mapped.write_text(f"classes=1000\nnames={darknet_order.names}\nlabels={darknet_order.labels}\ntop=5\n")
+    with pytest.warns(DarknetWarning, match="another class order"):
+        clf = pydarknet.load("efficientnet-lite0", data=mapped)
+    preds = clf.predict(str(photo), top=5)
+    assert [p.name for p in preds] == want
+    assert all(darknet_order.load_names()[p.index] == p.name for p in preds)  # indices in the data file's order
+    assert _top5_lines(capsys, ["classifier", "predict", str(mapped), "efficientnet-lite0", str(photo), "-q"]) == want
+    assert _top5_lines(capsys, ["classifier", "predict", "imagenet1k", "efficientnet-lite0", str(photo), "-q"]) == want
+
+    names = builtin_data("imagenet1k-sorted").load_names()[:1000]
+    (tmp_path / "mixed.names").write_text("\n".join(names[:500] + [f"class {i}" for i in range(500)]) + "\n")
+    mixed = tmp_path / "mixed.data"
+    mixed.write_text(f"classes=1000\nnames={tmp_path / 'mixed.names'}\n")
+    with pytest.raises(pydarknet.DarknetError, match="contradict the model's known class order"):
+        pydarknet.load("efficientnet-lite0", data=mixed)
+    from pydarknet.cli import main
+    assert main(["classifier", "predict", str(mixed), "efficientnet-lite0", str(photo)]) == 2
+    assert "contradict" in capsys.readouterr().err
+    with pytest.raises(pydarknet.DarknetError, match="has 3 names but the network has 1000 outputs"):
+        pydarknet.load("efficientnet-lite0", names=["a", "b", "c"])  # the API checks a names list as the CLI does
+
+
+@need_packages
+def test_prepare_val_then_valid_scores_the_true_labels(tmp_path, monkeypatch, capsys):
+    """A small ILSVRC2012-style validation set of real photos with known classes: imagenet prepare-val writes
+    darknet's labelled list and a .data in darknet's class order; classifier valid with efficientnet-lite0
+    (sorted-synset outputs) scores each photo against its true label (the first version scored 0%)."""
+    import io
+    import json
+    import tarfile
+
+    import pydarknet
+    from pydarknet.cli import main
+    from pydarknet.datacfg import builtin_data
+
+    monkeypatch.setenv("PYDARKNET_CACHE", str(tmp_path / "cache"))
+    darknet = builtin_data("imagenet1k")
+    synset = dict(zip(darknet.load_names()[:1000], darknet.load_labels()[:1000]))
+    photos = _known_photos(tmp_path, "JPEG")
+    truth = {}
+    with tarfile.open(tmp_path / "val.tar", "w") as tar, tarfile.open(tmp_path / "bbox.tgz", "w:gz") as ann:
+        for i, (name, path) in enumerate(photos.items(), start=1):
+            stem = f"ILSVRC2012_val_{i:08d}"
+            tar.add(path, f"{stem}.JPEG")
+            xml = f"<annotation><object><name>{synset[KNOWN[name]]}</name></object></annotation>".encode()
+            info = tarfile.TarInfo(f"val/{stem}.xml")
+            info.size = len(xml)
+            ann.addfile(info, io.BytesIO(xml))
+            truth[stem] = KNOWN[name]
+    assert main(["imagenet", "prepare-val", str(tmp_path / "val.tar"), "--annotations", str(tmp_path / "bbox.tgz"),
+                 "--out", str(tmp_path / "val"), "-q"]) == 0
+    capsys.readouterr()
+    clf = pydarknet.load("efficientnet-lite0")
+    imgs = sorted((tmp_path / "val" / "imgs").iterdir())
+    right1 = sum(clf.predict(str(p), top=1)[0].name == truth[p.stem] for p in imgs)
+    code = main(["classifier", "valid", str(tmp_path / "val" / "imagenet1k.valid.data"), "efficientnet-lite0",
+                 "--out", str(tmp_path / "report"), "-q"])
+    assert code == 0
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["images_read"] == len(photos)
+    assert summary["top1"] == right1 / len(photos) and right1 >= len(photos) - 2  # the eagle reads as a kite
+    assert summary["top5"] == 1.0  # every photo's true class among the model's first five

@@ -1,4 +1,4 @@
-"""ONNX export and PyTorch state dicts (pydarknet.export).
+"""ONNX export and PyTorch state dicts (pydarknet.onnx, pydarknet.statedict).
 
 ONNX: every zoo cfg exports, passes onnx.checker, and ONNX Runtime reproduces pydarknet within 1e-5 (max abs,
 on softmax outputs) with identical top-5, on darknet's golden input tensors where the model has them (else a
@@ -27,7 +27,8 @@ import torch
 import pydarknet
 from conftest import GOLDEN, MKWEIGHTS, REFERENCE_CFG, ZOO_CFG
 from pydarknet.errors import DarknetError
-from pydarknet.export import export_onnx, export_state_dict, load_state_dict_into, read_state_dict
+from pydarknet.onnx import export_onnx
+from pydarknet.statedict import export_state_dict, load_state_dict_into, read_state_dict
 from pydarknet.specs import ACTIVATIONS
 
 HAVE_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
@@ -71,11 +72,10 @@ def _randomize_bn(net: pydarknet.Network, seed: int) -> pydarknet.Network:
     return net
 
 
-def seeded_net(cfg, seed: int = 0, *, fuse: bool = True) -> pydarknet.Network:
+def seeded_net(cfg, seed: int = 0) -> pydarknet.Network:
     """pydarknet's own (darknet) initialisation under torch.manual_seed, plus random batchnorm statistics."""
     torch.manual_seed(seed)
-    net = _randomize_bn(pydarknet.load_network(cfg, fuse=False), seed)
-    return net.fuse() if fuse else net
+    return _randomize_bn(pydarknet.load_network(cfg), seed)
 
 
 @pytest.fixture(scope="session")
@@ -320,6 +320,25 @@ def test_onnx_darknet_corners(corners_cfg, tmp_path, batch):
 
 
 @needs_onnx
+def test_onnx_local_layer(tmp_path):
+    """darknet's [local] layer exports as plain slices, a batched MatMul and an Add (no per-kind export code:
+    the network's own forward is traced)."""
+    cfg = tmp_path / "local.cfg"
+    cfg.write_text("[net]\nwidth=11\nheight=9\nchannels=3\n[convolutional]\nfilters=4\nsize=3\npad=1\n"
+                   "batch_normalize=1\nactivation=leaky\n[local]\nfilters=5\nsize=3\nstride=2\npad=1\n"
+                   "activation=leaky\n[local]\nfilters=3\nsize=2\nactivation=linear\n[connected]\noutput=8\n"
+                   "activation=linear\n[softmax]\n")
+    net = seeded_net(cfg, 2)
+    with torch.no_grad():
+        for name in ("1_local", "2_local"):
+            net.layers[name].weights.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+            net.layers[name].biases.normal_(0, 0.1, generator=torch.Generator().manual_seed(4))
+    report = export_onnx(net, tmp_path / "l.onnx", inputs=torch.rand(4, 3, 9, 11))
+    assert report["checked"] and report["max_abs_diff"] <= TOL and report["top5_same"]
+    assert "MatMul" in report["ops"]
+
+
+@needs_onnx
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_onnx_every_activation(activation, tmp_path):
     cfg = tmp_path / "act.cfg"
@@ -342,7 +361,7 @@ def test_export_leaves_the_network_as_it_was(tmp_path):
     with torch.inference_mode():
         y0 = net(x)
     export_onnx(net, tmp_path / "t.onnx")
-    assert not net.training and all(m._fused is not None for m in net.layers.values() if hasattr(m, "fuse"))
+    assert not net.training
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     with torch.inference_mode():
         assert torch.equal(net(x), y0)
@@ -428,19 +447,13 @@ def test_state_dict_round_trip(fmt, source, tmp_path):
     else:
         assert meta == {}
 
-    fresh = pydarknet.load_network(cfg)  # random weights, fused
+    fresh = pydarknet.load_network(cfg)  # random weights
     assert load_state_dict_into(fresh, path) is fresh
     x = torch.rand(3, *net.spec.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        assert torch.equal(fresh(x), net(x))  # both fused from the same weights
+        assert torch.equal(fresh(x), net(x))  # the same weights: the same numbers, at once
     fresh.save_weights(tmp_path / "back.weights")
     assert (tmp_path / "back.weights").read_bytes() == weights.read_bytes()
-
-    unfused = pydarknet.load_network(cfg, fuse=False)
-    load_state_dict_into(unfused, path)
-    assert all(getattr(m, "_fused", None) is None for m in unfused.layers.values())
-    with torch.inference_mode():
-        assert torch.equal(unfused(x), pydarknet.load_network(cfg, weights, fuse=False)(x))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -456,9 +469,8 @@ def test_state_dict_loads_in_plain_pytorch(fmt, tmp_path):
         from safetensors.torch import load_file
 
         sd = load_file(path)
-    other = pydarknet.load_network(ZOO_CFG / "tiny.cfg", fuse=False)
+    other = pydarknet.load_network(ZOO_CFG / "tiny.cfg")
     other.load_state_dict(sd, strict=True)
-    other.eval().fuse()
     x = torch.rand(1, 3, 224, 224)
     with torch.inference_mode():
         assert torch.equal(other(x), net(x))

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import GOLDEN, need_shared, sha256
 from pydarknet.errors import DarknetError
 from pydarknet.image import decode_rgb8, load_image, to_float_chw
-from pydarknet.cdarknet import CDarknet, find_library
+from cdarknet import CDarknet, find_library
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (7, 9, 3), dtype=np.uint8)

@@ -7,10 +7,17 @@ import numpy as np
 import pytest
 import torch
 
+from pydarknet import specs as S
 from pydarknet.cfg import parse_cfg
-from pydarknet.layers import (ACTIVATION_FUNCTIONS, maxpool_darknet, shortcut_darknet, softmax_darknet)
-from pydarknet.network import Network
+from pydarknet.engines.network import ACTIVATIONS as ACTIVATION_FUNCTIONS
+from pydarknet.engines.network import Network, maxpool_darknet, shortcut_darknet, softmax_darknet
 from pydarknet.specs import build_specs
+
+
+def layer_spec(cls, inp, out, **fields):
+    """A layer spec made directly (index 1, the input (c, h, w) ``inp``, the output ``out``)."""
+    n_in, n_out = int(np.prod(inp)), int(np.prod(out))
+    return cls(index=1, lineno=0, inp=inp, out=out, outputs=n_out, common=S.Common(), inputs=n_in, **fields)
 
 
 def ref_maxpool(x, size, stride, padding):
@@ -39,7 +46,9 @@ def ref_maxpool(x, size, stride, padding):
 def test_maxpool_matches_darknet_loop(h, w, size, stride, padding, layout):
     x = np.random.default_rng(h * w).standard_normal((3, h, w)).astype(np.float32)
     t = torch.from_numpy(x)[None].contiguous(memory_format=layout)
-    got = maxpool_darknet(t, size, stride, padding)[0].numpy()
+    spec = build_specs(parse_cfg(f"[net]\nwidth={w}\nheight={h}\nchannels=3\n[maxpool]\nsize={size}\n"
+                                 f"stride={stride}\npadding={padding}\n", "m.cfg")).layers[0]
+    got = maxpool_darknet(t, spec)[0].numpy()
     assert np.array_equal(got, ref_maxpool(x, size, stride, padding))
 
 
@@ -64,7 +73,9 @@ def test_shortcut_matches_darknet_loop(out_shape, add_shape, alpha, beta):
     rng = np.random.default_rng(1)
     out = rng.standard_normal(out_shape).astype(np.float32)
     add = rng.standard_normal(add_shape).astype(np.float32)
-    got = shortcut_darknet(torch.from_numpy(out)[None], torch.from_numpy(add)[None], alpha, beta)[0].numpy()
+    spec = layer_spec(S.Shortcut, out_shape, out_shape, from_index=0, from_shape=add_shape, activation="linear",
+                      alpha=alpha, beta=beta)
+    got = shortcut_darknet(torch.from_numpy(out)[None], torch.from_numpy(add)[None], spec)[0].numpy()
     np.testing.assert_allclose(got, ref_shortcut(out, add, alpha, beta), rtol=0, atol=1e-6)
 
 
@@ -110,7 +121,8 @@ def test_activation_matches_darknet_formula(name):
 
 def test_softmax_groups_and_temperature():
     x = np.random.default_rng(2).standard_normal(12).astype(np.float32)
-    got = softmax_darknet(torch.from_numpy(x).view(1, 12, 1, 1), groups=3, temperature=0.5).reshape(-1).numpy()
+    spec = layer_spec(S.Softmax, (12, 1, 1), (0, 0, 0), groups=3, temperature=0.5)
+    got = softmax_darknet(torch.from_numpy(x).view(1, 12, 1, 1), spec).reshape(-1).numpy()
     want = []
     for g in range(3):
         part = x[g * 4:(g + 1) * 4].astype(np.float64) / 0.5
@@ -225,55 +237,56 @@ activation=linear
 """
 
 
-def test_cpu_fast_path_agrees_with_plain_operators(monkeypatch):
-    """Eval on the CPU runs oneDNN's prepacked convolutions with fused activations on channels_last maps;
-    it must give the plain F.conv2d network's numbers (to float rounding) for every batch size it sees,
-    after a deepcopy, and keep gradients working when the caller asks for them."""
-    import copy
-    from pydarknet import layers
+def test_cpu_fast_path_agrees_with_plain_operators():
+    """The torch engine on the CPU runs oneDNN's prepacked convolutions with fused activations (and the
+    residual additions) on channels_last maps, from the folded network: it must give the same folded
+    network's plain operators' numbers (to float rounding) for every batch size it sees, and the trainable
+    network's (batchnorm unfolded) within 1e-5; the network itself keeps gradients working."""
+    from pydarknet.engines.torch_infer import HAVE_ONEDNN, TorchEngine
     torch.manual_seed(3)
     net = Network(build_specs(parse_cfg(FAST_PATH_CFG, "fast.cfg")))
-    for m in net.modules():
-        if hasattr(m, "rolling_variance"):
-            m.rolling_mean.uniform_(-0.5, 0.5)
-            m.rolling_variance.uniform_(0.2, 2.0)
-            m.scales.data.uniform_(0.5, 1.5)
-        if hasattr(m, "biases") and isinstance(m.biases, torch.nn.Parameter):
-            m.biases.data.uniform_(-0.5, 0.5)
-    net.eval().fuse()
-    assert net._conv_add == {6: 7, 8: 9}  # linear conv + shortcut pairs computed in one oneDNN call
+    with torch.no_grad():
+        for m in net.modules():
+            if hasattr(m, "rolling_variance"):
+                m.rolling_mean.uniform_(-0.5, 0.5)
+                m.rolling_variance.uniform_(0.2, 2.0)
+                m.scales.uniform_(0.5, 1.5)
+            if hasattr(m, "biases") and isinstance(m.biases, torch.nn.Parameter):
+                m.biases.uniform_(-0.5, 0.5)
+    net.eval()
+    assert net.spec.residual_pairs == {6: 7, 8: 9}  # linear conv + shortcut pairs computed in one oneDNN call
+    engine = TorchEngine.from_network(net)
+    plain = TorchEngine.from_network(net)
+    plain._fast = False
+    assert engine._fast == HAVE_ONEDNN
     xs = [torch.rand(n, 3, 30, 30) for n in (1, 3, 1, 2)]
     with torch.no_grad():
-        fast = [net(x) for x in xs] + [copy.deepcopy(net)(xs[0])]
-        monkeypatch.setattr(layers, "HAVE_ONEDNN", False)
-        plain = [net(x) for x in xs] + [net(xs[0])]
-    if layers.torch.backends.mkldnn.is_available():
-        assert any(m._packed for m in net.modules() if isinstance(m, layers.Convolutional))
-    for a, b in zip(fast, plain):
-        assert torch.allclose(a, b, atol=1e-6, rtol=0), (a - b).abs().max()
-    monkeypatch.undo()
-    with torch.no_grad():  # .double() / .to(device) refold the kernels from the moved weights
-        assert torch.allclose(net.double()(xs[0].double()).float(), plain[0], atol=1e-5, rtol=0)
-    net.float()
+        for x in xs:
+            fast, ref, unfolded = engine.infer(x.numpy()), plain.infer(x.numpy()), net(x).numpy()
+            assert np.abs(fast - ref).max() <= 1e-6
+            assert np.abs(fast - unfolded).max() <= 1e-5
+        in_double = net.double()(xs[0].double()).float()
+        assert torch.allclose(in_double, net.float()(xs[0]), atol=1e-5, rtol=0)
     x = xs[1].clone().requires_grad_()
-    net(x).sum().backward()  # a saliency map in eval mode takes the plain, differentiable path
+    net(x).sum().backward()  # a saliency map in eval mode: the network is plain and differentiable
     assert x.grad is not None and x.grad.shape == x.shape
 
 
 def test_inference_reuses_freed_feature_maps():
-    """load_network tunes glibc's malloc so a batch-1 forward does not fault in fresh pages for every
-    feature map (network.keep_freed_memory); counted with getrusage in a fresh process, not timed."""
+    """pydarknet.tune_process() (what the pydarknet command calls) tunes glibc's malloc so a batch-1 forward
+    does not fault in fresh pages for every feature map (tuning.keep_freed_memory); counted with getrusage
+    in a fresh process, not timed."""
     import subprocess
     import sys
     code = """
-import resource, sys, torch, pydarknet
+import resource, sys, torch, numpy, pydarknet
 torch.set_num_threads(1)
-net = pydarknet.load_network(pydarknet.zoo_cfg("tiny"))
-x = torch.rand(1, 3, 224, 224)
-with torch.no_grad():
-    for _ in range(3): net(x)
-    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10): net(x)
+pydarknet.tune_process()
+engine = pydarknet.open_engine(pydarknet.zoo_cfg("tiny"))
+x = numpy.random.default_rng(0).random((1, 3, 224, 224), dtype=numpy.float32)
+for _ in range(3): engine.infer(x)
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10): engine.infer(x)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / 10)
 """
     if not sys.platform.startswith("linux"):

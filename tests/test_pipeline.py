@@ -13,6 +13,7 @@ from PIL import Image
 from conftest import ZOO_CFG
 from pydarknet import load_network, pipeline
 from pydarknet.image import load_image
+from pydarknet.model import Prepare, Preprocessing
 from pydarknet.preprocess import letterbox_image
 
 
@@ -32,7 +33,7 @@ def images(tmp_path):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_same_arrays_in_order_with_errors_in_place(images, workers):
-    got = list(pipeline.prepared_images(images, "letterbox", 32, 24, workers))
+    got = list(pipeline.prepared_images(images, Prepare(Preprocessing("letterbox"), 32, 24), workers))
     assert [g[0] for g in got] == list(range(len(images))) and [g[1] for g in got] == images
     for i, path, arr, err in got:
         if "bad" in path or "missing" in path:
@@ -49,7 +50,7 @@ def test_background_thread_reads_a_bounded_way_ahead(images):
             pulled.append(p)
             yield p
 
-    it = pipeline.prepared_images(paths(), "letterbox", 8, 8, workers=0)
+    it = pipeline.prepared_images(paths(), Prepare(Preprocessing("letterbox"), 8, 8), workers=0)
     for _ in range(3):
         next(it)
     assert len(pulled) <= 3 + 32  # never the whole list in memory at once
@@ -58,13 +59,14 @@ def test_background_thread_reads_a_bounded_way_ahead(images):
 
 def test_inference_threads_policy(monkeypatch):
     monkeypatch.setattr(pipeline, "cpu_count", lambda: 2)
-    assert pipeline.inference_threads(0.98, workers=0) == 1  # light network: a core for the decoding thread
-    assert pipeline.inference_threads(5.58, workers=0) is None  # the forward pass dominates: all cores
-    assert pipeline.inference_threads(0.98, workers=2) is None  # decoding processes: PyTorch's default
+    policy = pipeline.default_inference_threads
+    assert policy(0.98, workers=0) == 1  # light network: a core for the decoding thread
+    assert policy(5.58, workers=0) is None  # the forward pass dominates: all cores
+    assert policy(0.98, workers=2) is None  # decoding processes: PyTorch's default
     monkeypatch.setattr(pipeline, "cpu_count", lambda: 1)
-    assert pipeline.inference_threads(0.98, workers=0) is None
+    assert policy(0.98, workers=0) is None
     monkeypatch.setattr(pipeline, "cpu_count", lambda: 16)
-    assert pipeline.inference_threads(0.98, workers=0) == 15
+    assert policy(0.98, workers=0) == 15
     assert pipeline.default_workers() == 4
 
 
@@ -90,11 +92,11 @@ def test_threads_must_be_positive(value, tmp_path):
 
 def test_batch_threads_are_set_for_the_run_and_restored(images, tmp_path, monkeypatch, capsys):
     from pydarknet import cli
-    from pydarknet.network import Network
+    from pydarknet.engines.torch_infer import TorchEngine
 
     seen = []
-    infer = Network.infer
-    monkeypatch.setattr(Network, "infer", lambda self, *a, **k: seen.append(torch.get_num_threads()) or
+    infer = TorchEngine.infer
+    monkeypatch.setattr(TorchEngine, "infer", lambda self, *a, **k: seen.append(torch.get_num_threads()) or
                         infer(self, *a, **k))
     monkeypatch.setattr(pipeline, "cpu_count", lambda: 2)
     listing = tmp_path / "list.txt"

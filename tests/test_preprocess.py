@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import GOLDEN, ZOO_CFG, need_shared
-from pydarknet.cdarknet import CDarknet, find_library
+from cdarknet import CDarknet, find_library
 from pydarknet.image import load_image
 from pydarknet.preprocess import (center_crop_image, crop_image, letterbox_image, resize_image, resize_max,
                                   resize_min)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import pydarknet
-from pydarknet.cdarknet import find_binary, find_library
+from cdarknet import find_binary, find_library
 from pydarknet.cfg import parse_cfg
 from pydarknet.errors import DarknetError
 from pydarknet.specs import build_specs, load_specs
@@ -92,7 +92,7 @@ activation=linear
 def test_sgd_update_is_darknets(tmp_path):
     """Two batches by hand with darknet's update (update_convolutional_layer / update_connected_layer):
     updates += -grad_sum; updates -= decay*B*w (weights only); w += rate*scale/B*updates; updates *= momentum."""
-    from pydarknet.network import Network
+    from pydarknet.engines.network import Network
     from pydarknet.train import _param_groups
     import torch.nn.functional as F
 
@@ -200,8 +200,9 @@ def test_train_end_to_end(tmp_path):
     assert len(lines) == 30 and lines[-1].startswith("30, ")
     assert lines[0].endswith(", 16 images")
     backup = tmp_path / "backup"
-    assert sorted(p.name for p in backup.iterdir()) == sorted(
-        ["c.backup", "c.chart.png", "c.log.csv", "c.weights"] + [f"c_{e}.weights" for e in range(1, 14)])
+    checkpoints = ["c.backup", "c.weights"] + [f"c_{e}.weights" for e in range(1, 14)]
+    assert sorted(p.name for p in backup.iterdir()) == sorted(  # each checkpoint with the model's facts beside it
+        ["c.chart.png", "c.log.csv"] + checkpoints + [f"{c}.json" for c in checkpoints])
     header, _ = read_weights(backup / "c.weights", load_specs(cfg))
     assert header.seen == 30 * 16
     rows = (backup / "c.log.csv").read_text().splitlines()
@@ -210,6 +211,10 @@ def test_train_end_to_end(tmp_path):
     clf = pydarknet.load(cfg, backup / "c.weights", names=str(tmp_path / "labels"))
     img = tmp_path / "img" / "3_green.png"
     assert clf.predict(str(img), top=1)[0].name == "green"
+    from pydarknet.model import read_sidecar
+    facts = read_sidecar(backup / "c.weights")
+    assert facts.classes.names == ("red", "green", "blue") and facts.provenance["seen"] == str(30 * 16)
+    assert pydarknet.load(cfg, backup / "c.weights").predict(str(img), top=1)[0].name == "green"  # from the facts
     # validation during training reached top-1 = 1 on this easy set
     assert float(rows[-1].split(",")[7]) == 1.0
 
@@ -222,6 +227,71 @@ def test_validation_every_n_batches_and_on_the_final_weights(tmp_path):
     with open(tmp_path / "backup" / "c.log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["batch"] for r in rows if r["top1"]] == ["4", "6"]  # every 4th batch, and the last one
+
+
+@pytest.mark.parametrize("how", ["folder", "ground-truth"])
+def test_validation_during_training_finds_labels_as_training_does(tmp_path, how):
+    """--labels-from folder and --ground-truth decide the labels of the validation images too (the first
+    version validated with darknet's substring rule whatever was asked: top-1 0 on these paths)."""
+    data, cfg = make_set(tmp_path, max_batches=30)
+    short = {"red": "r", "green": "g", "blue": "b"}  # 'r' is in /tmp/pytest-of-root: the substring rule fails
+    lines, truth = [], []
+    for i, p in enumerate(Path(l) for l in (tmp_path / "train.list").read_text().split()):
+        colour = p.stem.split("_")[1]
+        new = tmp_path / "set" / (short[colour] if how == "folder" else "x") / f"{i}.png"
+        new.parent.mkdir(parents=True, exist_ok=True)
+        p.rename(new)
+        lines.append(str(new))
+        truth.append(f"{new} {short[colour]}")
+    (tmp_path / "train.list").write_text("\n".join(lines) + "\n")
+    (tmp_path / "labels").write_text("r\ng\nb\n")
+    (tmp_path / "truth.txt").write_text("\n".join(truth) + "\n")
+    flag = ["--labels-from", "folder"] if how == "folder" else ["--ground-truth", tmp_path / "truth.txt"]
+    r = run_train(data, cfg, "--valid-every", "30", "--chart-every", "0", *flag)
+    assert r.returncode == 0, r.stderr
+    import csv
+    with open(tmp_path / "backup" / "c.log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]["top1"]) == 1.0  # the validation's labels are the training's
+
+
+LOCAL_TRAIN_CFG = TRAIN_CFG.replace("""[maxpool]
+size=2
+stride=2
+""", """[maxpool]
+size=2
+stride=2
+[local]
+filters=4
+size=3
+stride=1
+pad=1
+activation=leaky
+""")
+
+
+def test_a_local_layer_trains(tmp_path):
+    """darknet's [local] layer (locally connected: a kernel per position) learns the colours set, its weights
+    decayed as update_local_layer does (weights only)."""
+    from pydarknet.train import _param_groups
+
+    data, cfg = make_set(tmp_path, max_batches=40)
+    cfg.write_text(LOCAL_TRAIN_CFG.format(max_batches=40, hidden=32))
+    spec = load_specs(cfg)
+    assert spec.layers[2].kind == "local"
+    r = run_train(data, cfg, "--valid-every", "40", "--chart-every", "0")
+    assert r.returncode == 0, r.stderr
+    import csv
+    with open(tmp_path / "backup" / "c.log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]["top1"]) == 1.0
+    trained = pydarknet.load_network(cfg, tmp_path / "backup" / "c.weights").layers["2_local"]
+    assert float(trained.weights.detach()[1:].abs().sum()) > 0  # the positions darknet's init leaves at 0 learned too
+    net = pydarknet.Network(spec)
+    groups = _param_groups(net, spec.net.decay)
+    kinds = {("weights" if p is net.layers["2_local"].weights else "biases" if p is net.layers["2_local"].biases
+              else None): g["weight_decay"] for g in groups for p in g["params"]}
+    assert kinds["weights"] == spec.net.decay and kinds["biases"] == 0.0
 
 
 @pytest.mark.skipif(find_binary() is None, reason="C darknet not installed")
@@ -353,7 +423,7 @@ def test_new_head_is_reinitialised_with_a_warning(tmp_path):
     other = tmp_path / "five.cfg"
     other.write_text(cfg.read_text().replace("output=3\nactivation=linear", "output=5\nactivation=linear"))
     torch.manual_seed(0)
-    src = pydarknet.load_network(other, fuse=False)
+    src = pydarknet.load_network(other)
     five = tmp_path / "five.weights"
     src.save_weights(five)
     r = run_train(data, cfg, five)

@@ -16,7 +16,7 @@ from PIL import Image
 
 import pydarknet
 from conftest import GOLDEN, MKWEIGHTS, REFERENCE_CFG, SHARED, need_shared
-from pydarknet.cdarknet import find_binary
+from cdarknet import find_binary
 from pydarknet.cli import main
 from pydarknet.validate import SubstringLabeler, ambiguity_warnings
 

@@ -13,7 +13,7 @@ import pydarknet
 from conftest import REFERENCE_CFG, ZOO_CFG, need_shared
 from pydarknet.cfg import parse_cfg
 from pydarknet.errors import DarknetError
-from pydarknet.network import Network
+from pydarknet.engines.network import Network
 from pydarknet.specs import build_specs, load_specs
 from pydarknet.weights import Header, parse_header, read_weights, weights_bytes, write_weights
 
@@ -93,10 +93,30 @@ def test_write_then_read_and_exact_bytes(tmp_path):
 
 
 @need_shared
+def test_local_layer_layout_and_round_trip(tmp_path):
+    """[local] (src/parser.c load_weights_upto, LOCAL): l.outputs biases, then locations x filters x
+    (c*size*size) weights; read and written back byte for byte."""
+    net = build_specs(parse_cfg("[net]\nwidth=7\nheight=5\nchannels=2\n[local]\nfilters=3\nsize=3\nstride=2\n"
+                                "pad=1\n[local]\nfilters=2\nsize=2\n", "l.cfg"))
+    first, second = net.layers
+    assert first.out == (3, 3, 4) and second.out == (2, 2, 3)
+    assert first.layout() == [("biases", (3, 3, 4)), ("weights", (12, 3, 18))]
+    assert second.layout() == [("biases", (2, 2, 3)), ("weights", (6, 2, 12))]
+    assert net.weights_bytes == 20 + 4 * (36 + 12 * 3 * 18 + 12 + 6 * 2 * 12)
+    params = random_params(net)
+    write_weights(tmp_path / "l.weights", net, params)
+    _, back = read_weights(tmp_path / "l.weights", net)
+    write_weights(tmp_path / "again.weights", net, back)
+    assert (tmp_path / "again.weights").read_bytes() == (tmp_path / "l.weights").read_bytes()
+    stream = np.frombuffer((tmp_path / "l.weights").read_bytes(), "<f4", offset=20)
+    assert np.array_equal(stream[:36], params[0]["biases"].reshape(-1))  # biases first, in (c, h, w) order
+
+
+@need_shared
 def test_read_write_is_byte_identical(golden_weights, tmp_path):
     for model in ("tiny", "resnet50", "densenet201"):
         src = golden_weights(model)
-        net = pydarknet.load_network(REFERENCE_CFG / f"{model}.cfg", src, fuse=False)
+        net = pydarknet.load_network(REFERENCE_CFG / f"{model}.cfg", src)
         out = tmp_path / f"{model}.weights"
         net.save_weights(out)
         assert out.read_bytes() == src.read_bytes(), model

@@ -268,7 +268,7 @@ def test_download_success_then_cached(fake):
     assert not zoo.is_cached(entry)
     path = zoo.fetch_weights(entry, progress=False)
     assert path == zoo.cached_path(entry) and path.read_bytes() == data
-    assert leftovers(entry) == ["fake.weights"]
+    assert leftovers(entry) == ["fake.weights", "fake.weights.json"]  # the weights and their facts
     assert zoo.is_cached(entry)
     zoo.verify_weights(entry, path)
     n = len(server.log)
@@ -291,7 +291,7 @@ def test_resume_sends_range_and_only_the_rest(fake):
     path = zoo.fetch_weights(entry, progress=False)
     assert path.read_bytes() == data
     assert server.log == [("/orig/fake.weights", f"bytes={k}-", len(data) - k)]
-    assert leftovers(entry) == ["fake.weights"]
+    assert leftovers(entry) == ["fake.weights", "fake.weights.json"]  # the weights and their facts
 
 
 def test_dropped_connection_resumes(fake):

@@ -1,33 +1,29 @@
-"""Export a darknet classifier: to ONNX (checked against ONNX Runtime), and to / from a PyTorch state dict.
+"""Export a darknet classifier to ONNX, checked against ONNX Runtime before the file is written.
 
-ONNX (``export_onnx``): the network is rebuilt for export as a graph of plain operators, with batchnorm
-folded into every convolution and connected layer, and traced by PyTorch's TorchScript-based exporter
-(``torch.onnx.export(..., dynamo=False)``; it needs neither ``onnxscript`` nor the network's own modules,
-which the exporter would switch between training and eval mode). darknet's rules become standard ONNX
-operators:
+The export has no per-kind code: it traces the network's own forward pass (``engines.network``), on its
+folded copy (``folded_network``: every foldable batchnorm folded into its convolution or connected layer),
+with PyTorch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``). The torch kernels read
+every size from their layer specs, so the traced graph holds plain operators and no shape arithmetic;
+darknet's rules come out as standard ONNX operators:
 
-* maxpool: darknet's window offset (``-padding/2``) and its ``-inf`` padding (layers.maxpool_darknet) become
-  the asymmetric ``pads`` of one ``MaxPool`` node (a ``Pad(-inf)`` is kept only where a window would lie
-  wholly in the padding, where darknet leaves ``-FLT_MAX``);
-* shortcut between maps of different size or depth (layers.shortcut_darknet): the strided, channel-truncated
-  sum is ``Slice`` + ``Pad`` (zeros) + ``Add``, no scatter;
+* maxpool: darknet's window offset (``-padding/2``) and its ``-inf`` padding (``maxpool_darknet``) become the
+  asymmetric ``pads`` of one ``MaxPool`` node after the clean-up below (a ``Pad(-inf)`` is kept only where a
+  window would lie wholly in the padding, where darknet leaves ``-FLT_MAX``);
+* shortcut between maps of different size or depth (``shortcut_darknet``): ``Slice`` + ``Pad`` (zeros) +
+  ``Add``, no scatter;
 * connected: ``Flatten`` + ``Gemm``; avgpool: ``GlobalAveragePool``; softmax over ``groups`` slices:
   ``Reshape`` + ``Softmax``; crop at test time: ``Slice`` (+ ``2x - 1``); dropout and cost vanish.
 
-The file is verified before it is written (atomically): ``onnx.checker`` (full check), then ONNX Runtime on a
-fixed input (and the caller's) against the network itself: max abs difference <= 1e-5 and identical top-5.
-
-State dict (``export_state_dict`` / ``load_state_dict_into``): ``net.state_dict()`` as it is, names like
-``layers.0_convolutional.weights`` with darknet's parameter names (unfolded batchnorm), written as
-``.safetensors`` (with the cfg text and darknet header as metadata) or ``.pt`` (``torch.save`` of a plain
-dict of tensors, loadable with ``torch.load(weights_only=True)``; no metadata).
+After tracing, generic graph passes fold the small constant arithmetic the exporter leaves, merge chained
+slices and fold ``Pad(-inf) -> MaxPool`` into the pool's pads. The file is verified before it is written
+(atomically): ``onnx.checker`` (full check), then ONNX Runtime on a fixed input (and the caller's) against the
+network itself: max abs difference <= 1e-5 and identical top-5. The model's facts (class names, input size,
+preprocessing, provenance) go into the metadata with the cfg text.
 """
 from __future__ import annotations
 
 import io
-import math
 import os
-import re
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -35,21 +31,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .atomic import atomic_write
+from .engines.network import Network, folded_network
 from .errors import DarknetError
-from .layers import ACTIVATION_FUNCTIONS, BN_EPSILON, batchnorm_fold
-from .network import Network
-from .weights import Header
 
 #: max abs difference allowed between ONNX Runtime and the network, and the top-k that must agree.
 ONNX_TOLERANCE = 1e-5
 TOPK = 5
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 EXPORTER = "torch.onnx.export (TorchScript-based, dynamo=False)"
-_FLT_MAX = float(torch.finfo(torch.float32).max)
 ONNX_MAX_BYTES = (2 << 30) - (64 << 20)  # protobuf's 2 GiB message limit, less room for the graph
 MIN_OPSET = 13  # Softmax over one axis (older opsets flatten its input to 2-D first)
 
@@ -67,162 +59,6 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the network rebuilt for export
-
-
-class _Consts(nn.Module):
-    """One layer's constants for the exported graph (initializers named ``layers.<idx>_<kind>.<name>``)."""
-
-    def __init__(self, **tensors: Tensor):
-        super().__init__()
-        for name, t in tensors.items():
-            self.register_buffer(name, t.detach().to("cpu", torch.float32).clone().contiguous())
-
-
-#: Activations whose layers.ACTIVATION_FUNCTIONS form has no ONNX symbolic (expm1), as single ONNX ops.
-_EXPORT_ACTIVATIONS = dict(ACTIVATION_FUNCTIONS)
-_EXPORT_ACTIVATIONS.update({
-    "elu": F.elu,  # Elu(alpha=1): x if x >= 0 else exp(x) - 1, as elu_activate
-    "selu": lambda x: 1.0507 * F.elu(x, 1.6732),  # selu_activate's constants, not torch.selu's
-})
-
-
-def _image(x: Tensor, shape: tuple[int, int, int]) -> Tensor:
-    """A flat (N, C*H*W) activation back to the (N, C, H, W) image darknet's specs give it."""
-    return x.reshape(-1, *shape) if x.dim() == 2 else x
-
-
-def _flat(x: Tensor) -> Tensor:
-    return x.flatten(1) if x.dim() != 2 else x
-
-
-class _ExportGraph(nn.Module):
-    """Darknet's forward pass (network.Network.forward) with every shape a Python constant, from the specs,
-    so that tracing records one plain operator per step and no shape arithmetic. Only the batch is free."""
-
-    def __init__(self, net: Network):
-        super().__init__()
-        spec = net.spec
-        self.specs = spec.layers[: spec.output_index + 1]
-        self.consts = nn.ModuleDict()
-        needed: set[int] = set()
-        with torch.no_grad():
-            for s in self.specs:
-                needed.update(getattr(s, "layers", ()))
-                if s.kind == "shortcut":
-                    needed.add(s.from_index)
-                key = f"{s.index}_{s.kind}"
-                layer = net.layers[key]
-                if s.kind in ("convolutional", "connected"):
-                    if s.batch_normalize:  # fold darknet's batchnorm (same arithmetic as Network.fuse)
-                        w, b = batchnorm_fold(layer.weights, layer.biases, layer.scales, layer.rolling_mean,
-                                              layer.rolling_variance)
-                    else:
-                        w, b = layer.weights, layer.biases
-                    self.consts[key] = _Consts(weight=w, bias=b)
-                elif s.kind == "batchnorm":
-                    inv = layer.scales / (layer.rolling_variance.sqrt() + BN_EPSILON)
-                    self.consts[key] = _Consts(scale=inv, shift=layer.biases - layer.rolling_mean * inv)
-        self.needed = needed
-
-    def forward(self, x: Tensor) -> Tensor:
-        cache: dict[int, Tensor] = {}
-        for s in self.specs:
-            x = getattr(self, f"_{s.kind}")(s, x, cache)
-            if s.index in self.needed:
-                cache[s.index] = x
-        return _flat(x)
-
-    def _c(self, s, name: str) -> Tensor:
-        return getattr(self.consts[f"{s.index}_{s.kind}"], name)
-
-    def _convolutional(self, s, x, cache):
-        y = F.conv2d(_image(x, s.inp), self._c(s, "weight"), self._c(s, "bias"), s.stride, s.padding, 1, s.groups)
-        return _EXPORT_ACTIVATIONS[s.activation](y)
-
-    def _connected(self, s, x, cache):
-        return _EXPORT_ACTIVATIONS[s.activation](F.linear(_flat(x), self._c(s, "weight"), self._c(s, "bias")))
-
-    def _batchnorm(self, s, x, cache):
-        view = (1, -1) + (1,) * (x.dim() - 2)
-        return x * self._c(s, "scale").view(view) + self._c(s, "shift").view(view)
-
-    def _maxpool(self, s, x, cache):
-        # NOTE: layers.maxpool_darknet with the sizes from the spec; the -inf Pad is folded into MaxPool's
-        # pads after export (_fold_pad_into_maxpool).
-        _, h, w = s.inp
-        _, oh, ow = s.out
-        lead = s.padding // 2
-        right = (ow - 1) * s.stride + s.size - w - lead
-        bottom = (oh - 1) * s.stride + s.size - h - lead
-        x = _image(x, s.inp)
-        if lead or right > 0 or bottom > 0:
-            x = F.pad(x, (lead, max(right, 0), lead, max(bottom, 0)), value=-math.inf)
-        y = F.max_pool2d(x, s.size, s.stride)
-        if max(lead, right, bottom) >= s.size:
-            y = y.clamp_min(-_FLT_MAX)
-        return y
-
-    def _avgpool(self, s, x, cache):
-        return F.adaptive_avg_pool2d(_image(x, s.inp), 1)
-
-    def _dropout(self, s, x, cache):
-        return x
-
-    def _cost(self, s, x, cache):
-        return x
-
-    def _softmax(self, s, x, cache):
-        x = _flat(x)
-        if s.temperature != 1.0:
-            x = x / s.temperature
-        if s.groups == 1:
-            return torch.softmax(x, dim=1)
-        return torch.softmax(x.reshape(-1, s.groups, s.inputs // s.groups), dim=-1).reshape(-1, s.inputs)
-
-    def _crop(self, s, x, cache):
-        _, h, w = s.inp
-        dh, dw = (h - s.crop_height) // 2, (w - s.crop_width) // 2
-        y = _image(x, s.inp)[:, :, dh: dh + s.crop_height, dw: dw + s.crop_width]
-        return y if s.noadjust else y * 2.0 - 1.0
-
-    def _route(self, s, x, cache):
-        parts = [cache[i] for i in s.layers]
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat([_image(p, self.specs[i].out) for p, i in zip(parts, s.layers)], dim=1)
-
-    def _shortcut(self, s, x, cache):
-        # NOTE: layers.shortcut_darknet, written without in-place updates: the (strided, channel-truncated)
-        # overlap ``delta`` is laid into zeros of the output's shape with Pad, then added.
-        out = _image(x, s.inp)
-        add = _image(cache[s.from_index], s.from_shape)
-        alpha, beta = s.alpha, s.beta
-        c2, h2, w2 = s.inp
-        c1, h1, w1 = s.from_shape
-        if (c1, h1, w1) == (c2, h2, w2):
-            y = out + add if (alpha, beta) == (1.0, 1.0) else alpha * out + beta * add
-            return _EXPORT_ACTIVATIONS[s.activation](y)
-        stride, sample = max(w1 // w2, 1), max(w2 // w1, 1)
-        minc, minh, minw = min(c1, c2), min(h1, h2), min(w1, w2)
-        delta = add[:, :minc] if minc < c1 else add
-        if stride > 1 or minh < h1 or minw < w1:
-            delta = delta[:, :, : minh * stride: stride, : minw * stride: stride]
-        if beta != 1.0:
-            delta = delta * beta
-        if alpha != 1.0:
-            dst = out[:, :minc, : minh * sample: sample, : minw * sample: sample]
-            delta = delta + dst * (alpha - 1.0)
-        if sample > 1:  # written every `sample` cells: interleave zeros
-            delta = F.pad(delta.reshape(-1, minc, minh, 1, minw, 1), (0, sample - 1, 0, 0, 0, sample - 1))
-            delta = delta.reshape(-1, minc, minh * sample, minw * sample)
-        dh, dw = h2 - minh * sample, w2 - minw * sample  # the overlap is (minc, minh*sample, minw*sample)
-        if dh or dw or c2 > minc:
-            delta = F.pad(delta, (0, dw, 0, dh, 0, c2 - minc))
-        return _EXPORT_ACTIVATIONS[s.activation](out + delta)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -457,11 +293,24 @@ def _prune(model) -> None:
 
 
 def _cfg_text(net: Network) -> str | None:
+    from .cfg import read_text
+
     try:
-        with open(net.spec.path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except (OSError, TypeError):
+        return read_text(net.spec.path, "cfg")
+    except DarknetError:
         return None
+
+
+class _Traced(nn.Module):
+    """What torch.onnx traces: the folded copy of the network, run from its input to its output layer."""
+
+    def __init__(self, net: Network):
+        super().__init__()
+        self.net = folded_network(net.spec, net.darknet_params())
+
+    def forward(self, x: Tensor) -> Tensor:
+        spec = self.net.spec
+        return self.net.run(x, spec, spec.output_index + 1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -533,7 +382,8 @@ def _compare(net: Network, session, x: Tensor, batch: int | str) -> dict:
 
 
 def export_onnx(net: Network, path: str | os.PathLike, *, opset: int = 17, batch: int | str = "dynamic",
-                check: bool = True, inputs: Any = None, tolerance: float = ONNX_TOLERANCE) -> dict:
+                check: bool = True, inputs: Any = None, tolerance: float = ONNX_TOLERANCE,
+                metadata: dict[str, str] | None = None) -> dict:
     """Write ``net`` as an ONNX model at ``path`` and return a report.
 
     The graph takes ``input``: float32 ``(N, C, H, W)`` in [0, 1] at the cfg's size (what ``net`` takes) and
@@ -544,7 +394,8 @@ def export_onnx(net: Network, path: str | os.PathLike, *, opset: int = 17, batch
     ``tolerance`` (times the largest output where that exceeds 1: a net without softmax) and the same top-5
     indices for every image (a swap between outputs equal within that difference, such as saturated tanh
     outputs, is reported as a tie, not a failure). Nothing is written unless all of that holds; then the
-    file is written atomically (temp file in the same directory, fsync, rename).
+    file is written atomically (temp file in the same directory, fsync, rename). ``metadata`` (str -> str,
+    e.g. the model's facts) is added to the model's metadata_props beside the cfg text.
 
     Report keys: path, opset, batch, exporter, file_bytes, nodes, ops (op type -> count), initializers,
     checked, images_checked, max_abs_diff, top5_same, top5_tie_swaps, output_scale, tolerance,
@@ -573,7 +424,7 @@ def export_onnx(net: Network, path: str | os.PathLike, *, opset: int = 17, batch
     if nbytes > ONNX_MAX_BYTES:
         raise DarknetError(f"{nbytes / 2**30:.2f} GiB of weights: over the 2 GiB an ONNX file can hold without "
                            "external data, which this exporter does not write", net.spec.path)
-    graph = _ExportGraph(net).eval()
+    graph = _Traced(net).eval()
     example = torch.zeros((1 if batch == "dynamic" else batch,) + shape)
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -587,7 +438,7 @@ def export_onnx(net: Network, path: str | os.PathLike, *, opset: int = 17, batch
                                             if batch == "dynamic" else None),
                               do_constant_folding=True, export_params=True)
         except Exception as e:  # the exporter's errors are of many types; say which layer kinds were in play
-            kinds = ", ".join(sorted({s.kind for s in graph.specs}))
+            kinds = ", ".join(sorted({s.kind for s in net.spec.layers}))
             raise DarknetError(f"torch.onnx.export failed at opset {opset} ({type(e).__name__}: {e}); "
                                f"layer kinds: {kinds}", net.spec.path) from e
     del graph
@@ -609,6 +460,7 @@ def export_onnx(net: Network, path: str | os.PathLike, *, opset: int = 17, batch
     text = _cfg_text(net)
     if text is not None:
         meta["darknet_cfg"] = text
+    meta.update(metadata or {})
     for k, v in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
@@ -653,169 +505,4 @@ def export_onnx(net: Network, path: str | os.PathLike, *, opset: int = 17, batch
     return report
 
 
-# ---------------------------------------------------------------------------------------------------------
-# state dicts
-
-STATE_DICT_FORMATS = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt"}
-_LAYER_KEY = re.compile(r"^layers\.(\d+)_")
-
-
-def _state_dict_format(path: str, format: str | None) -> str:
-    if format is not None:
-        if format not in ("safetensors", "pt"):
-            raise DarknetError(f"state dict format {format!r}: expected 'safetensors' or 'pt'", path)
-        return format
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in STATE_DICT_FORMATS:
-        raise DarknetError(f"cannot tell the state dict format from {ext or 'no extension'!r}: "
-                           "name the file .safetensors or .pt", path)
-    return STATE_DICT_FORMATS[ext]
-
-
-def _safetensors(path: str):
-    try:
-        import safetensors.torch
-    except ImportError:
-        raise DarknetError("writing or reading .safetensors needs the 'safetensors' package "
-                           "(pip install safetensors), or use a .pt file", path) from None
-    return safetensors.torch
-
-
-def export_state_dict(net: Network, path: str | os.PathLike, *, format: str | None = None) -> dict:
-    """Write ``net.state_dict()`` (darknet's parameters, unfolded: ``layers.0_convolutional.weights``,
-    ``...biases``, ``...scales``, ``...rolling_mean``, ``...rolling_variance``) atomically to ``path``.
-
-    The format follows the extension (or ``format``): ``.safetensors`` (needs the ``safetensors`` package;
-    metadata: the cfg text and name, the darknet header, the input shape) or ``.pt``/``.pth``
-    (``torch.save`` of a plain ``dict[str, Tensor]``; no metadata). Either loads straight into
-    ``Network.load_state_dict``, or through ``load_state_dict_into`` with its checks.
-
-    Returns {path, format, tensors, params, file_bytes, metadata (dict, empty for .pt)}.
-    """
-    if not isinstance(net, Network):
-        raise DarknetError(f"export_state_dict needs a pydarknet Network, got {type(net).__name__}")
-    path = os.fspath(path)
-    fmt = _state_dict_format(path, format)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in net.state_dict().items()}
-    meta: dict[str, str] = {}
-    if fmt == "safetensors":
-        st = _safetensors(path)
-        hd = net.header
-        c, h, w = net.spec.input_shape
-        meta = {"format": "pt", "producer": f"pydarknet {_version()}",
-                "darknet_cfg_name": os.path.basename(net.spec.path),
-                "darknet_header": f"{hd.major}.{hd.minor}.{hd.revision}", "darknet_seen": str(hd.seen),
-                "input_shape": f"{c},{h},{w}"}
-        text = _cfg_text(net)
-        if text is not None:
-            meta["darknet_cfg"] = text
-        data = st.save(tensors, metadata=meta)
-    else:
-        buf = io.BytesIO()
-        torch.save(tensors, buf)
-        data = buf.getvalue()
-    atomic_write(path, data)
-    return {"path": path, "format": fmt, "tensors": len(tensors),
-            "params": int(sum(t.numel() for t in tensors.values())), "file_bytes": len(data), "metadata": meta}
-
-
-def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Read a ``.safetensors`` or ``torch.save`` state dict (told apart by content, not by name) into
-    (name -> tensor, metadata). ``torch.load`` runs with ``weights_only=True``: no pickled classes."""
-    from .atomic import read_bytes
-
-    path = os.fspath(path)
-    head = read_bytes(path, "state dict", limit=9)
-    meta: dict[str, str] = {}
-    if len(head) == 9 and head[8:9] == b"{":  # safetensors: u64 header length, then the JSON header
-        st = _safetensors(path)
-        from safetensors import safe_open
-
-        try:
-            with safe_open(path, framework="pt", device="cpu") as f:
-                meta = dict(f.metadata() or {})
-            obj: Any = st.load_file(path, device="cpu")
-        except Exception as e:
-            raise DarknetError(f"not a readable safetensors file ({e})", path) from None
-    elif head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save: a zip archive (or a legacy pickle)
-        import pickle
-
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DarknetError(f"not a plain torch.save state dict (torch.load with weights_only=True: {first})",
-                               path) from None
-    else:
-        raise DarknetError("neither a safetensors file nor a torch.save file", path)
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]  # a training checkpoint {"state_dict": ..., ...}
-    if not isinstance(obj, dict):
-        raise DarknetError(f"holds a {type(obj).__name__}, not a dict of tensors", path)
-    for k, v in obj.items():
-        if not isinstance(k, str) or not isinstance(v, Tensor):
-            raise DarknetError(f"entry {k!r} is a {type(v).__name__}, not a tensor: not a state dict", path)
-    return obj, meta
-
-
-def _layer_of(key: str) -> int | None:
-    m = _LAYER_KEY.match(key)
-    return int(m.group(1)) if m else None
-
-
-def load_state_dict_into(net: Network, path: str | os.PathLike) -> Network:
-    """Load a state dict written by ``export_state_dict`` (or any with the same names) into ``net``, which
-    must have the same architecture: every name, shape and dtype is checked first, and the first mismatch
-    (in layer order) raises a DarknetError naming the tensor and its layer; nothing is loaded then.
-    A fused network (``load_network``'s default) is fused again from the new weights; the darknet header
-    (``seen``) is taken from a .safetensors file's metadata, so ``net.save_weights`` writes the same file
-    the parameters came from. Returns ``net``."""
-    if not isinstance(net, Network):
-        raise DarknetError(f"load_state_dict_into needs a pydarknet Network, got {type(net).__name__}")
-    path = os.fspath(path)
-    tensors, meta = read_state_dict(path)
-    expected = net.state_dict()
-    cfg = os.path.basename(net.spec.path)
-    problems: list[tuple[int, int, str, bool]] = []  # (layer, order, message, an architecture mismatch)
-    for order, (key, want) in enumerate(expected.items()):
-        layer = _layer_of(key)
-        got = tensors.get(key)
-        if got is None:
-            problems.append((layer, order, f"'{key}' {tuple(want.shape)} is missing from the state dict", True))
-        elif tuple(got.shape) != tuple(want.shape):
-            problems.append((layer, order, f"'{key}' has shape {tuple(got.shape)}, {cfg} needs "
-                                           f"{tuple(want.shape)}", True))
-        elif not got.is_floating_point():
-            problems.append((layer, order, f"'{key}' is {got.dtype}, not floating point", False))
-        elif not bool(torch.isfinite(got).all()):
-            bad = int((~torch.isfinite(got)).sum())
-            problems.append((layer, order, f"'{key}' holds {bad} NaN/Inf value(s)", False))
-    for order, key in enumerate(k for k in tensors if k not in expected):
-        problems.append((_layer_of(key), len(expected) + order,
-                         f"unexpected tensor '{key}' {tuple(tensors[key].shape)}: {cfg} has no such parameter",
-                         True))
-    if problems:
-        problems.sort(key=lambda p: (p[0] if p[0] is not None else 1 << 30, p[1]))
-        layer, _, msg, architecture = problems[0]
-        more = len(problems) - 1
-        if more:
-            msg += f" (and {more} more mismatch{'es' if more > 1 else ''})"
-        if architecture:
-            msg += f"; is it the state dict of another cfg than {cfg}?"
-        raise DarknetError(msg, path, layer=layer)
-    was_fused = any(getattr(m, "_fused", None) is not None for m in net.layers.values())
-    net.load_state_dict({k: tensors[k].to(expected[k].dtype) for k in expected}, strict=True)
-    net.unfuse()
-    if was_fused and not net.training:
-        net.fuse()
-    if "darknet_header" in meta:
-        try:
-            major, minor, revision = (int(v) for v in meta["darknet_header"].split("."))
-            net.header = Header(major, minor, revision, int(meta.get("darknet_seen", "0")))
-        except ValueError:
-            pass
-    return net
-
-
-__all__ = ["EXPORTER", "ONNX_TOLERANCE", "export_onnx", "export_state_dict", "load_state_dict_into",
-           "read_state_dict"]
+__all__ = ["EXPORTER", "ONNX_TOLERANCE", "export_onnx"]

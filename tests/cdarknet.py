@@ -1,7 +1,7 @@
 """ctypes binding to an installed C darknet (``libdarknet.so``, e.g. Debian's ``darknet`` package).
 
-Not used by pydarknet's own inference: it is the live oracle for conformance tests and the baseline for
-benchmarks. ``find_library()`` returns None where no darknet is installed, and callers skip.
+Not part of the pydarknet package (an oracle, not runtime code): the live oracle for conformance tests and the
+baseline for benchmarks. ``find_library()`` returns None where no darknet is installed, and callers skip.
 """
 from __future__ import annotations
 

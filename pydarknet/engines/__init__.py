@@ -1,0 +1,74 @@
+"""Inference engines behind one small interface, opened by one function.
+
+An engine has ``spec`` (the network's ``NetSpec``), ``infer(batch)`` ((N, C, H, W) float32 array in [0, 1]
+-> (N, outputs) float32 array) and ``close()``. Three implement it:
+
+* ``network.Network``: the trainable ``nn.Module`` itself (batchnorm unfolded, from its current parameters);
+* ``torch_infer.TorchEngine``: folded and packed once, oneDNN on the CPU, CUDA elsewhere (the default);
+* ``numpy_infer.NumpyEngine``: no PyTorch import, for one-shot jobs on the CPU.
+
+``open_engine(cfg, weights, device=, precision=, engine=)`` opens one; ``choose_engine`` picks the kind for a
+job. Each engine's kernel table is checked complete against the spec registry when its module is imported.
+"""
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import DarknetError
+from ..specs import NetSpec
+
+ENGINES = ("torch", "numpy")
+
+
+class Engine(Protocol):
+    spec: NetSpec
+
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def choose_engine(engine: str, *, device: str, images: int | None, has_weights: bool) -> str:
+    """``engine`` ("auto", "torch" or "numpy") for a job of ``images`` images (None: unknown, e.g. a prompt).
+
+    auto: NumPy for a single image on the CPU (importing PyTorch costs more than that forward pass), else
+    PyTorch; weights made on the fly need PyTorch's initialisation."""
+    if engine not in ENGINES + ("auto",):
+        raise DarknetError(f"unknown engine {engine!r} (known: auto, {', '.join(ENGINES)})")
+    if engine == "numpy" and not str(device).startswith("cpu"):
+        raise DarknetError("the numpy engine runs on the CPU only; use --engine torch for --device")
+    if engine == "numpy" and not has_weights:
+        raise DarknetError("the numpy engine needs a weights file (random weights are made by PyTorch)")
+    if engine != "auto":
+        return engine
+    return "numpy" if images == 1 and str(device).startswith("cpu") and has_weights else "torch"
+
+
+def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None, *, device: str = "cpu",
+                precision: str = "fp32", engine: str = "torch", width: int | None = None,
+                height: int | None = None) -> Engine:
+    """The network of ``cfg`` with ``weights`` (None: darknet's random initialisation) as an engine."""
+    if engine == "numpy":
+        from ..specs import load_specs
+        from ..weights import read_weights
+        from .numpy_infer import NumpyEngine
+
+        if precision != "fp32":
+            raise DarknetError(f"precision {precision!r}: the numpy engine runs fp32")
+        if weights is None:
+            raise DarknetError("the numpy engine needs a weights file (random weights are made by PyTorch)")
+        spec = load_specs(cfg, width=width, height=height)
+        return NumpyEngine(spec, read_weights(weights, spec)[1])
+    if engine != "torch":
+        raise DarknetError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    from .network import load_network
+    from .torch_infer import TorchEngine
+
+    net = load_network(cfg, weights, width=width, height=height)
+    return TorchEngine.from_network(net, device=device, precision=precision)
+
+
+__all__ = ["ENGINES", "Engine", "choose_engine", "open_engine"]

@@ -1,0 +1,171 @@
+"""The fast PyTorch inference engine: a network folded and packed once, then only run.
+
+``TorchEngine(network)`` takes the network's parameters as they are when it is built: every foldable
+batchnorm is folded into its layer by ``numerics.fold_batchnorm`` (the specs' ``NetSpec.folded``), into a
+private copy of the network, and on the CPU every convolution's kernel is reordered once into oneDNN's
+layout for the input shape. Inference then runs ``Network.run`` over that copy with the convolutions replaced
+by oneDNN's fused convolution + activation (and, for the last linear convolution of a residual block, +
+the shortcut's addition), on channels_last feature maps, a few images a call on the CPU. It never changes
+the network it was built from, nor itself once built; an engine built before the network was edited is stale
+(``is_stale``) and is rebuilt by its owner (``pydarknet.api.Classifier`` does so).
+
+``precision`` is ``"fp32"``; lower precisions come with their own kernels.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import specs as S
+from ..errors import DarknetError
+from ..specs import NetSpec, Params
+from .network import ACTIVATIONS, Network, folded_network, image, infer_in_chunks
+
+PRECISIONS = ("fp32",)
+
+#: darknet activation -> oneDNN post-op (name, scalars) applied inside the convolution; others run after it
+ONEDNN_POST_OPS: dict[str, tuple[str, list[float]]] = {
+    "linear": ("none", []),
+    "relu": ("relu", []),
+    "leaky": ("leaky_relu", [0.1]),
+    "relu6": ("hardtanh", [0.0, 6.0]),
+    "logistic": ("sigmoid", []),
+    "tanh": ("tanh", []),
+    "hardtan": ("hardtanh", [-1.0, 1.0]),
+    "swish": ("swish", []),
+}
+HAVE_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class _OneDNNConv:
+    """One folded convolution on oneDNN: its kernel reordered for each input shape it meets (oneDNN picks the
+    layout, and with it the order of the sums, per shape, batch size included: a reorder made for one batch
+    size runs another at the cost of other rounding), its activation fused where oneDNN has it."""
+
+    def __init__(self, layer, spec: S.Convolutional):
+        self.dense = layer.weights.detach().contiguous(memory_format=torch.channels_last)
+        self.biases = layer.biases.detach().contiguous()
+        self.pad, self.stride, self.groups = [spec.padding] * 2, [spec.stride] * 2, spec.groups
+        self._packed = {(1, *spec.inp): self._pack((1, *spec.inp))}
+
+    def _pack(self, shape: tuple[int, ...]) -> Tensor:
+        return torch.ops.mkldnn._reorder_convolution_weight(self.dense, self.pad, self.stride, [1, 1], self.groups,
+                                                            list(shape))
+
+    def weight_for(self, x: Tensor) -> Tensor:
+        key = tuple(x.shape)
+        w = self._packed.get(key)
+        if w is None:  # the first call at this batch size or input size: its own kernel layout
+            if len(self._packed) >= 8:
+                self._packed.clear()
+            w = self._packed[key] = self._pack(key)
+        return w
+
+    def __call__(self, x: Tensor, activation: str) -> Tensor:
+        attr, scalars = ONEDNN_POST_OPS.get(activation, ("none", []))
+        y = torch.ops.mkldnn._convolution_pointwise(x, self.weight_for(x), self.biases, self.pad, self.stride,
+                                                    [1, 1], self.groups, attr, scalars, None)
+        return y if activation in ONEDNN_POST_OPS else ACTIVATIONS[activation](y)
+
+    def with_residual(self, x: Tensor, residual: Tensor, then: str) -> Tensor:
+        """``then(conv(x) + residual)`` in one call: oneDNN fuses only relu after the add; other activations
+        run in place after it."""
+        fused_relu = then == "relu"
+        y = torch.ops.mkldnn._convolution_pointwise.binary(
+            x, residual, self.weight_for(x), self.biases, self.pad, self.stride, [1, 1], self.groups, "add", None,
+            "relu" if fused_relu else None, [], None)
+        if fused_relu or then == "linear":
+            return y
+        return F.leaky_relu_(y, 0.1) if then == "leaky" else ACTIVATIONS[then](y)
+
+
+#: layer spec class -> its oneDNN kernel on the CPU (built from the folded layer); other kinds run their
+#: Network module
+FAST_KERNELS = {S.Convolutional: _OneDNNConv}
+
+
+class TorchEngine:
+    """Inference on PyTorch: ``infer((N, C, H, W) float32 array)`` -> (N, outputs) float32 array.
+
+    ``TorchEngine(spec, params)`` builds it from a network's specs and darknet arrays (what
+    ``weights.read_weights`` gives), ``TorchEngine.from_network(net)`` from a ``Network``'s current
+    parameters. See the module docstring."""
+
+    kind = "torch"
+
+    def __init__(self, spec: NetSpec, params: Params, *, device: str | torch.device = "cpu",
+                 precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise DarknetError(f"precision {precision!r}: the torch engine runs {', '.join(PRECISIONS)}")
+        self.precision = precision
+        self.spec = spec
+        self.device = torch.device(device)
+        self._source: weakref.ref | None = None
+        self.source_version: tuple | None = None
+        self._net = folded_network(spec, params).to(device=self.device, dtype=torch.float32)
+        self._fast = HAVE_ONEDNN and self.device.type == "cpu"
+        self._kernels: dict[int, _OneDNNConv] = {}
+        if self._fast:
+            for s, layer in zip(self._net.spec.layers, self._net._seq):
+                kernel = FAST_KERNELS.get(type(s))
+                if kernel is not None:
+                    self._kernels[s.index] = kernel(layer, s)
+        self._steps: dict[tuple[int, int], dict] = {}
+
+    @classmethod
+    def from_network(cls, network: Network, *, device: str | torch.device | None = None,
+                     precision: str = "fp32") -> "TorchEngine":
+        """An engine from ``network``'s parameters as they are now (the network itself is left alone)."""
+        engine = cls(network.spec, network.darknet_params(), device=device if device is not None else network.device,
+                     precision=precision)
+        engine._source = weakref.ref(network)
+        engine.source_version = network.state_version()
+        return engine
+
+    def is_stale(self) -> bool:
+        """Built by ``from_network`` from a network whose parameters changed since (replaced, moved, edited
+        in place)."""
+        source = self._source() if self._source is not None else None
+        return source is not None and source.state_version() != self.source_version
+
+    def _steps_for(self, spec: NetSpec) -> dict:
+        """Layer index -> the oneDNN call replacing the layer (or None: computed with the convolution before)."""
+        key = (spec.net.height, spec.net.width)
+        steps = self._steps.get(key)
+        if steps is None:
+            steps = {}
+            for index, conv in self._kernels.items():
+                steps[index] = lambda x, outs, s, conv=conv: conv(image(x, s.inp), s.activation)
+            for p, q in spec.residual_pairs.items():
+                if p in self._kernels:
+                    sc = spec.layers[q]
+                    steps[p] = (lambda x, outs, s, conv=self._kernels[p], sc=sc:
+                                conv.with_residual(image(x, s.inp), image(outs[sc.from_index], sc.from_shape),
+                                                   sc.activation))
+                    steps[q] = None
+            self._steps[key] = steps
+        return steps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) tensor on the engine's device -> (N, outputs)."""
+        spec = self._net.spec_for(x)
+        stop = spec.output_index + 1
+        if not self._fast:
+            return self._net.run(x, spec, stop)
+        # oneDNN's and the 2x2 maxpool's fast layout
+        return self._net.run(x.contiguous(memory_format=torch.channels_last), spec, stop, self._steps_for(spec))
+
+    __call__ = forward
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 array -> (N, outputs) float32 array."""
+        return infer_in_chunks(self.forward, batch, self.device, self.spec.outputs)
+
+    def close(self) -> None:
+        self._kernels.clear()
+        self._steps.clear()
+        self._net = None
