@@ -15,8 +15,10 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
+from .atomic import read_text, split_lines
 from .errors import DarknetError, DarknetWarning
 
+C_INT_MIN, C_INT_MAX = -(2 ** 31), 2 ** 31 - 1
 _WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
 
 
@@ -49,9 +51,16 @@ class Section:
         if raw is None:
             return default
         try:
-            return int(raw, 10)
+            value = int(raw, 10)
         except ValueError:
             raise self.error(f"[{self.kind}] {key}={raw!r}: expected an integer", key) from None
+        return self._c_int(key, raw, value)
+
+    def _c_int(self, key: str, raw: str, value: int) -> int:
+        """darknet reads integers into a C ``int``: a value outside its range is an error, not a wrap."""
+        if not C_INT_MIN <= value <= C_INT_MAX:
+            raise self.error(f"[{self.kind}] {key}={raw}: out of range for darknet (a C int)", key)
+        return value
 
     def get_float(self, key: str, default: float | None = None) -> float | None:
         raw = self.get_str(key)
@@ -73,9 +82,10 @@ class Section:
         if raw is None:
             return None
         try:
-            return [int(v, 10) for v in raw.split(",")]
+            values = [int(v, 10) for v in raw.split(",")]
         except ValueError:
             raise self.error(f"[{self.kind}] {key}={raw!r}: expected comma-separated integers", key) from None
+        return [self._c_int(key, raw, v) for v in values]
 
     def get_float_list(self, key: str) -> list[float] | None:
         raw = self.get_str(key)
@@ -100,31 +110,16 @@ class Section:
 def logical_lines(text: str):
     """(line number, raw line, stripped line) for every line that is not blank or a comment.
 
-    darknet's fgetl + strip: all whitespace removed (we also drop CR, a BOM and an inline ``# comment``)."""
+    darknet's fgetl + strip: lines split at ``\\n`` only (``atomic.split_lines``), all whitespace removed (we
+    also drop a BOM and an inline ``# comment``)."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(split_lines(text), start=1):
         line = raw.translate(_WHITESPACE)
         if "#" in line:  # inline comment after a value (darknet would keep it in the value)
             line = line[: line.index("#")]
         if line and line[0] != ";":
             yield lineno, raw, line
-
-
-def read_text(path: str, what: str) -> str:
-    """A UTF-8 text file's contents; every failure is a DarknetError naming the file."""
-    from .atomic import read_bytes
-
-    data = read_bytes(path, what)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DarknetError(f"not a text {what} file (invalid UTF-8)", path, line=line) from None
-    if "\x00" in text:
-        raise DarknetError(f"not a text {what} file (contains NUL bytes)", path,
-                           line=text[: text.index("\x00")].count("\n") + 1)
-    return text
 
 
 def parse_cfg(text: str, path: str = "<cfg>") -> list[Section]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .cfg import logical_lines, read_text
+from .atomic import read_text, split_lines
+from .cfg import logical_lines
 from .errors import DarknetError
 
 LABELS_DIR = os.path.join(os.path.dirname(__file__), "labels")
@@ -95,9 +96,7 @@ def read_label_list(path: str, *, minimum: int | None = None, source: str | None
         if source and source != path:
             raise DarknetError(f"{e.problem} (named in {source})", path) from None
         raise
-    names = [line.rstrip("\r") for line in text.split("\n")]
-    if names and names[-1] == "":
-        names.pop()
+    names = split_lines(text)
     if minimum is not None and len(names) < minimum:
         raise DarknetError(f"has {len(names)} names but the network has {minimum} classes", path)
     return names

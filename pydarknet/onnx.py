@@ -293,7 +293,7 @@ def _prune(model) -> None:
 
 
 def _cfg_text(net: Network) -> str | None:
-    from .cfg import read_text
+    from .atomic import read_text
 
     try:
         return read_text(net.spec.path, "cfg")

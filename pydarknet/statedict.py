@@ -29,7 +29,7 @@ def _version() -> str:
 
 
 def _cfg_text(net: Network) -> str | None:
-    from .cfg import read_text
+    from .atomic import read_text
 
     try:
         return read_text(net.spec.path, "cfg")
