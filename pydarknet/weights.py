@@ -8,13 +8,14 @@ finite; writing uses version 0.2.0 with a 64-bit ``seen`` and is atomic. No pick
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import atomic_write, read_bytes
+from .atomic import atomic_write, check_regular, open_regular, read_bytes
 from .errors import DarknetError
 from .specs import LayerSpec, NetSpec, Params
 
@@ -46,9 +47,11 @@ class Header:
         return struct.pack(fmt, self.major, self.minor, self.revision, self.seen)
 
 
-def parse_header(data: bytes, path: str) -> Header:
+def parse_header(data: bytes, path: str, size: int | None = None) -> Header:
+    """The header at the start of ``data`` (``size``: the whole file's, for the message)."""
     if len(data) < 12:
-        raise DarknetError(f"too short for a darknet weights header ({len(data)} bytes)", path)
+        raise DarknetError(f"too short for a darknet weights header ({len(data) if size is None else size} bytes)",
+                           path)
     major, minor, revision = struct.unpack_from("<iii", data)
     probe = Header(major, minor, revision)
     if len(data) < probe.nbytes:
@@ -58,7 +61,7 @@ def parse_header(data: bytes, path: str) -> Header:
 
 
 def _count(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64))
+    return math.prod(shape)
 
 
 def expected_bytes(net: NetSpec, header: Header, upto: int | None = None) -> int:
@@ -74,28 +77,42 @@ def _to_memory(spec: LayerSpec, name: str, arr: np.ndarray, shape: tuple[int, ..
     return arr
 
 
+def _check_size(path: str, net: NetSpec, header: Header, layers, size: int, expected: int, *, exact: bool) -> None:
+    """The file's size (from ``stat``) against what the cfg implies, before a float is read: the error names
+    the layer where a short file runs out, or says how much is left over."""
+    if size >= expected and (not exact or size == expected):
+        return
+    msg = (f"holds {size} bytes but {os.path.basename(net.path)} needs {expected} "
+           f"(header {header.nbytes} + {(expected - header.nbytes) // 4} floats)")
+    if size > expected:
+        raise DarknetError(f"{msg}: {size - expected} bytes are left over after the last layer "
+                           "(weights for another cfg?)", path)
+    offset = header.nbytes
+    for spec in layers:
+        offset += 4 * sum(_count(s) for _, s in spec.loaded_layout())
+        if offset > size:
+            raise DarknetError(f"runs short in this {spec.kind} layer: the file {msg}", path, layer=spec.index)
+
+
 def read_weights(path: str | os.PathLike, net: NetSpec, *, upto: int | None = None) -> tuple[Header, Params]:
     """Read a weights file for ``net``. With ``upto=N`` only the first N layers are read (darknet's
     ``partial`` / load_weights_upto) and the file may hold more; otherwise it must hold exactly the floats
     the cfg implies."""
     path = os.fspath(path)
-    data = read_bytes(path, "weights")
-    header = parse_header(data, path)
-    layers = net.layers if upto is None else net.layers[:upto]
-    expected = expected_bytes(net, header, upto)
-    if len(data) < expected or (upto is None and len(data) != expected):
-        msg = (f"holds {len(data)} bytes but {os.path.basename(net.path)} needs {expected} "
-               f"(header {header.nbytes} + {(expected - header.nbytes) // 4} floats)")
-        if len(data) > expected:
-            raise DarknetError(f"{msg}: {len(data) - expected} bytes are left over after the last layer "
-                               "(weights for another cfg?)", path)
-        offset = header.nbytes
-        for spec in layers:
-            offset += 4 * sum(_count(s) for _, s in spec.loaded_layout())
-            if offset > len(data):
-                raise DarknetError(f"runs short in this {spec.kind} layer: the file {msg}", path,
-                                   layer=spec.index)
-    floats = np.frombuffer(data, dtype="<f4", offset=header.nbytes, count=(expected - header.nbytes) // 4)
+    f, size = open_regular(path, "weights")
+    with f:
+        try:
+            header = parse_header(f.read(20), path, size=size)
+            layers = net.layers if upto is None else net.layers[:upto]
+            expected = expected_bytes(net, header, upto)
+            _check_size(path, net, header, layers, size, expected, exact=upto is None)
+            f.seek(header.nbytes)
+            body = f.read(expected - header.nbytes)
+        except OSError as e:
+            raise DarknetError(f"cannot read weights: {e.strerror or e}", path) from None
+    if len(body) != expected - header.nbytes:
+        raise DarknetError("weights file shrank while being read", path)
+    floats = np.frombuffer(body, dtype="<f4")
     params: Params = {}
     pos = 0
     for spec in layers:
@@ -156,9 +173,8 @@ def read_weights_new_head(path: str | os.PathLike, net: NetSpec) -> tuple[Header
             raise
         last = weighted[-1]
         path = os.fspath(path)
-        size = os.path.getsize(path) if os.path.isfile(path) else -1
-        with open(path, "rb") as f:
-            header = parse_header(f.read(20), path)
+        size = check_regular(path, "weights").st_size
+        header = parse_header(read_bytes(path, "weights", limit=20), path, size=size)
         before = expected_bytes(net, header, upto=last.index)
         per_class = sum(_count(s) for _, s in last.loaded_layout()) // last.units
         rest = size - before
@@ -178,6 +194,7 @@ def partial(cfg: str | os.PathLike, weights: str | os.PathLike, out: str | os.Pa
     spec = load_specs(cfg)
     if not 0 < n <= len(spec.layers):
         raise DarknetError(f"N={n}: the cfg has {len(spec.layers)} layers", cfg)
+    spec.cut(n).check_memory()
     _, params = read_weights(weights, spec, upto=n)
     cut = spec.cut(n)
     write_weights(out, cut, params, seen=0)

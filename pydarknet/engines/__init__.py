@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import DarknetError
-from ..specs import NetSpec
+from ..specs import LayerSpec, NetSpec
 
 ENGINES = ("torch", "numpy")
 
@@ -29,6 +29,22 @@ class Engine(Protocol):
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None: ...
+
+
+def first_nonfinite_row(out: np.ndarray) -> int:
+    """The first image (row) of an output batch that holds a NaN or an infinity."""
+    return int(np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))[0])
+
+
+def nonfinite_error(spec: NetSpec, layer: LayerSpec | None) -> DarknetError:
+    """The one error for a network output that is not finite: never print NaN or Inf as a probability.
+
+    ``layer``: the first layer whose output is not (finite weights whose products overflow float32, a
+    softmax temperature so small the logits overflow, a batchnorm fold that overflows)."""
+    if layer is None:
+        return DarknetError("the network's output holds NaN or Inf values", spec.path)
+    return DarknetError(f"the output of this {layer.kind} layer (cfg line {layer.lineno}) holds NaN or Inf values: "
+                        "the weights overflow float32 for this input", spec.path, layer=layer.index)
 
 
 def choose_engine(engine: str, *, device: str, images: int | None, has_weights: bool) -> str:
@@ -61,6 +77,7 @@ def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None
         if weights is None:
             raise DarknetError("the numpy engine needs a weights file (random weights are made by PyTorch)")
         spec = load_specs(cfg, width=width, height=height)
+        spec.check_memory()
         return NumpyEngine(spec, read_weights(weights, spec)[1])
     if engine != "torch":
         raise DarknetError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
@@ -71,4 +88,4 @@ def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None
     return TorchEngine.from_network(net, device=device, precision=precision)
 
 
-__all__ = ["ENGINES", "Engine", "choose_engine", "open_engine"]
+__all__ = ["ENGINES", "Engine", "choose_engine", "first_nonfinite_row", "nonfinite_error", "open_engine"]

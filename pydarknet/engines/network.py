@@ -397,6 +397,7 @@ class Network(nn.Module):
 
     def __init__(self, spec: NetSpec, *, init: bool = True):
         super().__init__()
+        spec.check_memory()  # before a parameter is allocated
         self.spec = spec
         self.layers = nn.ModuleDict({f"{s.index}_{s.kind}": MODULES[type(s)](s) for s in spec.layers})
         self._seq: list[Layer] = list(self.layers.values())
@@ -420,12 +421,15 @@ class Network(nn.Module):
         if size not in self._sized:
             if len(self._sized) >= 16:
                 self._sized.clear()
-            self._sized[size] = self.spec.at_size(size[1], size[0])
+            resized = self.spec.at_size(size[1], size[0])
+            resized.check_memory(x.shape[0], what=f"a {size[1]}x{size[0]} input")
+            self._sized[size] = resized
         return self._sized[size]
 
-    def run(self, x: Tensor, spec: NetSpec, stop: int, steps: dict | None = None) -> Tensor:
+    def run(self, x: Tensor, spec: NetSpec, stop: int, steps: dict | None = None, *, check: bool = False) -> Tensor:
         """darknet's forward_network over layers ``0 .. stop-1`` of ``spec``; ``steps`` may replace a layer's
-        call (index -> callable(x, outs, spec)) or skip it (index -> None)."""
+        call (index -> callable(x, outs, spec)) or skip it (index -> None). ``check``: raise the
+        ``nonfinite_error`` of the first layer whose output holds a NaN or an infinity."""
         outs: list = [None] * len(self._seq)
         kept = spec.kept
         for s, layer in zip(spec.layers[:stop], self._seq):
@@ -434,6 +438,8 @@ class Network(nn.Module):
                 x = x if step is None else step(x, outs, s)
             else:
                 x = layer(x, outs, s)
+            if check and not bool(torch.isfinite(x).all()):
+                raise nonfinite_error(spec, s)
             if s.index in kept:
                 outs[s.index] = x
         return flat(x)
@@ -466,7 +472,14 @@ class Network(nn.Module):
         training = self.training
         self.eval()
         try:
-            return infer_in_chunks(self, batch, self.device, self.spec.outputs)
+            out = infer_in_chunks(self, batch, self.device, self.spec.outputs)
+            if not np.isfinite(out).all():
+                with torch.inference_mode():
+                    x = torch.from_numpy(np.ascontiguousarray(batch[first_nonfinite_row(out)][None], np.float32))
+                    spec = self.spec_for(x)
+                    self.run(x.to(self.device), spec, spec.output_index + 1, check=True)
+                raise nonfinite_error(self.spec, None)
+            return out
         finally:
             self.train(training)
 

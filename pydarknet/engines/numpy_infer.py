@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import specs as S
 from ..errors import DarknetError
+from . import first_nonfinite_row, nonfinite_error
 from ..numerics import batchnorm_affine
 from ..specs import NetSpec, Params
 from ..weights import read_weights
@@ -214,12 +215,24 @@ class NumpyEngine:
         return self._sized[size]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 array -> (N, outputs); an output that is not finite is the
+        ``nonfinite_error`` of the first layer whose output is not."""
         x = np.ascontiguousarray(batch, F32)
-        spec = self._spec_for(x)
+        out = self._run(x, self._spec_for(x))
+        if not np.isfinite(out).all():
+            one = x[first_nonfinite_row(out)][None]
+            self._run(one, self._spec_for(one), check=True)
+            raise nonfinite_error(self.spec, None)
+        return out
+
+    def _run(self, x: np.ndarray, spec: NetSpec, *, check: bool = False) -> np.ndarray:
         outs: dict[int, np.ndarray] = {}
         kept = spec.kept
         for s in spec.layers[: spec.output_index + 1]:
-            x = KERNELS[type(s)](s, self._params.get(s.index, {}), x, outs)
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = KERNELS[type(s)](s, self._params.get(s.index, {}), x, outs)
+            if check and not np.isfinite(x).all():
+                raise nonfinite_error(spec, s)
             if s.index in kept:
                 outs[s.index] = x
         return x.reshape(x.shape[0], -1)
@@ -232,5 +245,6 @@ class NumpyEngine:
 
 def load_numpy_engine(cfg_path: str | os.PathLike, weights_path: str | os.PathLike) -> NumpyEngine:
     spec = S.load_specs(cfg_path)
+    spec.check_memory()
     _, params = read_weights(weights_path, spec)
     return NumpyEngine(spec, params)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .. import specs as S
 from ..errors import DarknetError
+from . import first_nonfinite_row, nonfinite_error
 from ..specs import NetSpec, Params
 from .network import ACTIVATIONS, Network, folded_network, image, infer_in_chunks
 
@@ -162,8 +163,16 @@ class TorchEngine:
     __call__ = forward
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) float32 array -> (N, outputs) float32 array."""
-        return infer_in_chunks(self.forward, batch, self.device, self.spec.outputs)
+        """(N, C, H, W) float32 array -> (N, outputs) float32 array; an output that is not finite is the
+        ``nonfinite_error`` of the first layer where it stops being so."""
+        out = infer_in_chunks(self.forward, batch, self.device, self.spec.outputs)
+        if not np.isfinite(out).all():
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(batch[first_nonfinite_row(out)][None], np.float32))
+                spec = self._net.spec_for(x)
+                self._net.run(x.to(self.device), spec, spec.output_index + 1, check=True)
+            raise nonfinite_error(self.spec, None)
+        return out
 
     def close(self) -> None:
         self._kernels.clear()

@@ -10,6 +10,7 @@ prints for it. Nothing outside this package tests a layer's kind.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -151,7 +152,13 @@ class LayerSpec:
     # -- figures ----------------------------------------------------------------------------------------
     @property
     def num_params(self) -> int:
-        return sum(int(np.prod(shape, dtype=np.int64)) for _, shape in self.layout())
+        return sum(math.prod(shape) for _, shape in self.layout())  # Python ints: no overflow
+
+    @property
+    def work_floats(self) -> int:
+        """Floats per image of the largest scratch buffer an engine makes for this layer besides its input
+        and output (a padded copy, im2col's columns): part of the memory budget."""
+        return 0
 
     @property
     def bflops(self) -> float:

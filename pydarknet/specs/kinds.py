@@ -88,6 +88,12 @@ class Convolutional(_FoldsBatchnorm, LayerSpec):
         _, oh, ow = self.out
         return 2.0 * self.filters * self.size * self.size * self.inp[0] / self.groups * oh * ow / 1e9
 
+    @property
+    def work_floats(self) -> int:  # the padded input plus im2col's columns (the NumPy engine's)
+        c, h, w = self.inp
+        _, oh, ow = self.out
+        return c * (h + 2 * self.padding) * (w + 2 * self.padding) + c * self.size * self.size * oh * ow
+
     def table_line(self) -> str:  # make_convolutional_layer
         c, h, w = self.inp
         oc, oh, ow = self.out
@@ -150,6 +156,11 @@ class Local(LayerSpec):
     def bflops(self) -> float:
         return 2.0 * self.locations * self.filters * self.inp[0] * self.size * self.size / 1e9
 
+    @property
+    def work_floats(self) -> int:  # im2col's columns of the padded input
+        return self.inp[0] * self.size * self.size * self.locations + self.inp[0] * (
+            self.inp[1] + 2 * self.pad) * (self.inp[2] + 2 * self.pad)
+
     def table_line(self) -> str:  # make_local_layer
         c, h, w = self.inp
         n, oh, ow = self.out
@@ -196,6 +207,12 @@ class Maxpool(LayerSpec):
     def empty_windows(self) -> bool:
         """Some window lies wholly outside the image, where darknet leaves -FLT_MAX."""
         return max(self.window_pads) >= self.size
+
+    @property
+    def work_floats(self) -> int:  # the input padded by the window offsets
+        c, h, w = self.inp
+        lead, right, bottom = self.window_pads
+        return c * (h + lead + max(bottom, 0)) * (w + lead + max(right, 0))
 
     def table_line(self) -> str:  # make_maxpool_layer
         c, h, w = self.inp

@@ -219,27 +219,67 @@ class NetSpec:
         return 20 + 4 * sum(s.num_params for s in self.layers if not s.common.dontsave)
 
     def activation_floats(self) -> int:
-        """Floats per image alive at the worst moment of a forward pass: a layer's input and output plus the
-        kept maps that are still to be read."""
-        last_read = {}
+        """Floats per image alive at the worst moment of a forward pass: a layer's input, its output and its
+        scratch buffer (``work_floats``), plus the kept maps still to be read. Linear in the layers and the
+        links between them."""
+        return max(self._activation_peaks(), default=0)
+
+    def _activation_peaks(self) -> list[int]:
+        last_read: dict[int, int] = {}
         for s in self.layers:
-            for i in s.reads:
+            for i in set(s.reads):
                 last_read[i] = s.index
-        peak, alive = 0, 0
+        released: dict[int, list[int]] = {}
+        for i, last in last_read.items():
+            released.setdefault(last, []).append(i)
+        peaks, alive = [], 0
         inputs = self.net.channels * self.net.height * self.net.width
         for s in self.layers[: self.output_index + 1]:
-            peak = max(peak, alive + inputs + s.outputs)
+            peaks.append(alive + inputs + s.outputs + s.work_floats)
             if s.index in last_read:
                 alive += s.outputs
-            for i, last in last_read.items():
-                if last == s.index:
-                    alive -= self.layers[i].outputs
+            for i in released.get(s.index, ()):
+                alive -= self.layers[i].outputs
             inputs = s.outputs
-        return peak
+        return peaks
 
-    def memory_bytes(self, batch: int = 1) -> int:
-        """float32 bytes a forward pass of ``batch`` images needs: the parameters and the live feature maps."""
-        return 4 * (self.num_params + batch * self.activation_floats())
+    def memory_bytes(self, batch: int = 1, *, training: bool = False) -> int:
+        """float32 bytes a forward pass of ``batch`` images needs: the parameters and the live feature maps.
+        ``training``: every layer's output kept for the backward pass, its gradient, and the parameters'
+        gradients and optimiser state."""
+        if not training:
+            return 4 * (self.num_params + batch * self.activation_floats())
+        kept = sum(s.outputs for s in self.layers) + max((s.work_floats for s in self.layers), default=0)
+        return 4 * (4 * self.num_params + 2 * batch * (kept + self.net.channels * self.net.height * self.net.width))
+
+    def check_memory(self, batch: int = 1, *, training: bool = False, budget: int | None = None,
+                     what: str = "") -> int:
+        """The bytes ``memory_bytes`` plans, or a DarknetError naming the cfg line that asks for the most
+        when they are over ``budget`` (default: ``budget.max_memory()``), before anything is allocated."""
+        from .. import budget as _budget
+
+        limit = _budget.max_memory() if budget is None else budget
+        need = self.memory_bytes(batch, training=training)
+        if need <= limit:
+            return need
+        params = max(self.layers, key=lambda s: s.num_params)
+        peaks = self._activation_peaks()
+        worst = self.layers[max(range(len(peaks)), key=peaks.__getitem__)] if peaks else params
+        if 4 * params.num_params * (4 if training else 1) >= need / 2:
+            culprit, detail = params, f"{params.num_params:,} parameters"
+        elif batch > 1 and 4 * batch * worst.outputs <= limit < need:
+            culprit, detail = None, f"batch={batch:,}"
+        else:
+            culprit = worst
+            detail = (f"{worst.outputs:,} outputs" if worst.outputs >= worst.work_floats
+                      else f"a {worst.work_floats:,}-float working buffer") + " per image"
+        where = (f"layer {culprit.index} [{culprit.kind}] ({detail})" if culprit is not None
+                 else f"[net] {detail}")
+        line = culprit.lineno if culprit is not None else self.sections[0].lineno if self.sections else None
+        job = f" for {what}" if what else ""
+        raise DarknetError(f"needs about {_budget.human(need)}{job}, over the memory budget of "
+                           f"{_budget.human(limit)}: {where}; raise it with --max-memory (or "
+                           "$PYDARKNET_MAX_MEMORY) if this is intended", self.path, line=line)
 
     def layer_table(self) -> str:
         """The table darknet prints to stderr while it loads the cfg (parse_network_cfg)."""
