@@ -148,8 +148,12 @@ def as_chw(image: Any) -> np.ndarray:
 def load(model: str | os.PathLike, weights: str | os.PathLike | None = None, *,
          names: str | os.PathLike | Sequence[str] | None = None, data: str | os.PathLike | None = None,
          preprocess: str | Preprocessing | None = None, device: str = "cpu", precision: str = "fp32",
-         mirrors: Sequence[str] = (), offline: bool = False, progress: bool = True) -> Classifier:
+         mirrors: Sequence[str] = (), offline: bool = False, progress: bool = True,
+         max_memory: int | str | None = None) -> Classifier:
     """A ready classifier from a zoo name (weights downloaded and verified on first use) or a cfg path.
+
+    ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. ``max_memory``: the memory budget the network is
+    checked against before anything is allocated (bytes or ``"8G"``; default: ``pydarknet.budget``'s).
 
     Names, class order and preprocessing: ``names``/``preprocess`` > ``data`` (a darknet .data file) > the
     model's facts (its zoo entry, or the sidecar beside its weights) > darknet's default.
@@ -157,11 +161,20 @@ def load(model: str | os.PathLike, weights: str | os.PathLike | None = None, *,
     >>> clf = pydarknet.load("tiny")                                    # doctest: +SKIP
     >>> clf = pydarknet.load("my.cfg", "my.weights", names="my.names")  # doctest: +SKIP
     """
+    from . import budget
     from .datacfg import read_data_cfg
+    from .engines import resolve_device
     from .engines.network import load_network
 
+    device = resolve_device(device)
     m = resolve_model(model, weights, mirrors=mirrors, offline=offline, progress=progress)
-    net = load_network(m.cfg, m.weights)
+    previous = budget._explicit
+    try:
+        if max_memory is not None:
+            budget.set_max_memory(max_memory)
+        net = load_network(m.cfg, m.weights)
+    finally:
+        budget.set_max_memory(previous)
     data_cfg = read_data_cfg(data) if data is not None else None
     resolved = resolve(m, net.spec, data_cfg, names=names, preprocess=preprocess)
     return Classifier(net, resolved, device=device, precision=precision, source=m)

@@ -11,14 +11,14 @@ import os
 import sys
 import warnings
 
-from .errors import DarknetError
+from .errors import DarknetError, one_line
 
 EXIT_ERROR = 2
 EXIT_SKIPPED = 3  # some inputs could not be read; the rest were processed
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
-    print(f"pydarknet: warning: {message}", file=sys.stderr)
+    print(f"pydarknet: warning: {one_line(str(message))}", file=sys.stderr)
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
@@ -37,19 +37,33 @@ def _cfg_arg(name: str) -> str:
     return cfg_path(name)
 
 
-def _split_model_args(cfg: str, rest: list[str]) -> tuple[str | None, str | None]:
-    """darknet's positional order is CFG WEIGHTS IMAGE; with a zoo name the weights may be left out, so a
-    lone argument after a zoo name is the image unless it looks like a weights file."""
+def _split_model_args(cfg: str, rest: list[str]) -> tuple[str | None, list[str]]:
+    """darknet's positional order is CFG WEIGHTS IMAGE...; with a zoo name the weights may be left out, so
+    the first argument after a zoo name is an image unless it is (or looks like) a weights file."""
     from .model import looks_like_cfg
+    from .sniff import kind_of
 
-    if len(rest) >= 2:
-        return rest[0], rest[1]
     if not rest:
-        return None, None
-    only = rest[0]
-    if looks_like_cfg(cfg) or only.endswith(".weights") or only == "":
-        return only, None
-    return None, only
+        return None, []
+    first = rest[0]
+    if looks_like_cfg(cfg) or first == "" or first.endswith(".weights") or \
+            (kind_of(first) or ("",))[0] == "weights":
+        return first, list(rest[1:])
+    return None, list(rest)
+
+
+def _check_positionals(args: argparse.Namespace, usage: str, *, data: bool = False) -> None:
+    """Each positional file is what its position says, judged from its content (``sniff.check_role``)."""
+    from .model import looks_like_cfg
+    from .sniff import check_role
+
+    if data and args.data not in ("imagenet1k", "imagenet1k-sorted", "fashion"):
+        check_role(args.data, "data", usage)
+    if looks_like_cfg(args.cfg):
+        check_role(args.cfg, "cfg", usage)
+    check_role(getattr(args, "weights", None), "weights", usage)
+    for image in getattr(args, "images", ()):
+        check_role(image, "image", usage)
 
 
 def _model(args: argparse.Namespace):
@@ -70,7 +84,10 @@ def _engine(args: argparse.Namespace, model, images: int | None):
     return engine
 
 
-def _loaded(engine, model) -> None:
+def _loaded(engine, model, quiet: bool = False) -> None:
+    """darknet's load-time output on stderr (the layer table, the weights loaded); none with ``-q``."""
+    if quiet:
+        return
     sys.stderr.write(engine.spec.layer_table())
     if model.weights:
         sys.stderr.write(f"Loading weights from {model.weights}...Done!\n")
@@ -85,36 +102,83 @@ def _predict(args: argparse.Namespace, data, default_classes: str | None = None,
 
     paths = _image_list(args)
     model = _model(args)
-    engine = _engine(args, model, len(paths) if paths is not None else (1 if args.image is not None else None))
+    images = len(paths) if paths is not None else (len(args.images) or None)
+    engine = _engine(args, model, images)
     resolved = resolve(model, engine.spec, data, names=args.names, preprocess=args.preprocess,
                        default_classes=default_classes)
-    _loaded(engine, model)
+    _loaded(engine, model, args.quiet)
     top = args.t or resolved.top or default_top
     if paths is not None:
         return _batch(engine, resolved, paths, args, top)
-    if args.image is None:
+    if not args.images:
         return _interactive(lambda path: _print_one(path, *classify_file(engine, resolved, path, top)))
-    _print_one(args.image, *classify_file(engine, resolved, args.image, top))
-    return 0
+    if len(args.images) == 1:
+        _print_one(args.image, *classify_file(engine, resolved, args.image, top))
+        return 0
+    return _several(args.images, lambda path: _print_one(path, *classify_file(engine, resolved, path, top),
+                                                         header=True))
 
 
-def _print_one(path: str, predictions, seconds: float) -> None:
+def _print_one(path: str, predictions, seconds: float, header: bool = False) -> None:
+    """darknet's lines for one image; ``header``: first a line naming the image (several images a call)."""
+    from .errors import printable as display_path
     from .predict import darknet_line
 
-    print(f"{path}: Predicted in {seconds:f} seconds.", file=sys.stderr)
-    sys.stdout.write("".join(darknet_line(p) + "\n" for p in predictions))
+    print(f"{display_path(path)}: Predicted in {seconds:f} seconds.", file=sys.stderr)
+    sys.stdout.write((f"{display_path(path)}:\n" if header else "") + "".join(darknet_line(p) + "\n" for p in predictions))
     sys.stdout.flush()
 
 
+def _several(paths: list[str], classify) -> int:
+    """Each image in turn; one that cannot be read is reported and skipped (exit 3 at the end)."""
+    failed = 0
+    for path in paths:
+        try:
+            classify(path)
+        except DarknetError as e:
+            failed += 1
+            print(f"pydarknet: error: {e}", file=sys.stderr)
+    if failed:
+        print(f"pydarknet: {failed} of {len(paths)} images could not be read", file=sys.stderr)
+    return EXIT_SKIPPED if failed else 0
+
+
+#: the longest path the prompt reads (darknet's predict reads 256 bytes with fgets)
+PROMPT_MAX_CHARS = 4096
+
+
+def read_prompt_line(stream, limit: int = PROMPT_MAX_CHARS) -> str | None:
+    """One line from ``stream`` without its line break, reading at most ``limit`` characters at a time: None
+    at end of input; a longer line is read to its end in bounded pieces and refused."""
+    line = stream.readline(limit + 1)
+    if not line:
+        return None
+    if len(line) > limit and not line.endswith("\n"):
+        while True:  # skip the rest of the overlong line, a bounded piece at a time
+            more = stream.readline(limit)
+            if not more or more.endswith("\n"):
+                break
+        raise DarknetError(f"a line of the prompt is longer than {limit} characters; it is skipped")
+    return line.rstrip("\r\n")
+
+
 def _interactive(classify) -> int:
-    """darknet's prompt loop: until end of input or an empty line. A bad path is reported and skipped."""
+    """darknet's prompt loop, until end of input. An empty line is skipped; a bad path (or an overlong line)
+    is reported and skipped."""
     failed = 0
     while True:
         sys.stdout.write("Enter Image Path: ")
         sys.stdout.flush()
-        path = sys.stdin.readline().rstrip("\r\n")
-        if not path:
+        try:
+            path = read_prompt_line(sys.stdin)
+        except DarknetError as e:
+            failed += 1
+            print(f"pydarknet: error: {e}", file=sys.stderr)
+            continue
+        if path is None:
             return EXIT_SKIPPED if failed else 0
+        if not path.strip():
+            continue
         try:
             classify(path)
         except DarknetError as e:
@@ -160,16 +224,27 @@ def _batch(engine, resolved, paths: list[str], args: argparse.Namespace, top: in
     return EXIT_SKIPPED if failed else 0
 
 
+def _images_args(args: argparse.Namespace) -> None:
+    args.weights, args.images = _split_model_args(args.cfg, args.rest)
+    args.image = args.images[0] if len(args.images) == 1 else None
+    if len(args.images) > 1:
+        dirs = [p for p in args.images if os.path.isdir(p)]
+        if dirs:
+            raise DarknetError("is a directory: give one directory alone (batch mode) or image files", dirs[0])
+
+
 def cmd_classifier_predict(args: argparse.Namespace) -> int:
     from .datacfg import read_data_cfg
 
-    args.weights, args.image = _split_model_args(args.cfg, args.rest)
+    _images_args(args)
+    _check_positionals(args, "pydarknet classifier predict DATA CFG [WEIGHTS] [IMAGE...]", data=True)
     return _predict(args, read_data_cfg(args.data))
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """darknet's classify: ImageNet-1k names (the model's own classes where it knows them), top 5."""
-    args.weights, args.image = _split_model_args(args.cfg, args.rest)
+    _images_args(args)
+    _check_positionals(args, "pydarknet classify CFG [WEIGHTS] [IMAGE...]")
     return _predict(args, None, default_classes="imagenet1k", default_top=5)
 
 
@@ -189,7 +264,7 @@ def cmd_classifier_valid(args: argparse.Namespace) -> int:
                              ground_truth=args.ground_truth, names=args.names)
     for warning in plan.warnings:
         print(f"pydarknet: warning: {warning}", file=sys.stderr)
-    _loaded(engine, model)
+    _loaded(engine, model, args.quiet)
     for p in plan.problems:
         print(f"pydarknet: warning: {p}", file=sys.stderr)
     k = args.t or data.top or 1
@@ -341,11 +416,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mirror", action="append", default=[], metavar="URL",
                    help="base URL to fetch zoo weights from before the published one (also $PYDARKNET_MIRROR)")
     p.add_argument("--offline", action="store_true", help="never download; use cached zoo weights only")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--engine", choices=("auto", "torch", "numpy"), default="auto",
                    help="inference engine; auto: NumPy for a single image on the CPU (no PyTorch import), "
                         "else PyTorch")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no layer table")
 
 
 def _positive_int(text: str) -> int:
@@ -388,7 +463,7 @@ LEAVES: dict[tuple[str, ...], argparse.ArgumentParser] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pydarknet",
+    p = argparse.ArgumentParser(prog="pydarknet", formatter_class=_HelpFormatter,
                                 description="Darknet image classification on PyTorch, with darknet's numbers.")
     from . import __version__
 
@@ -410,7 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
                           usage="pydarknet classifier predict DATA CFG [WEIGHTS] [IMAGE] [-t K] [options]")
     pr.add_argument("data", help="darknet .data file, or imagenet1k")
     pr.add_argument("cfg", help=".cfg file or zoo model name")
-    pr.add_argument("rest", nargs="*", metavar="WEIGHTS IMAGE", help=argparse.SUPPRESS)
+    pr.add_argument("rest", nargs="*", metavar="[WEIGHTS] [IMAGE...]",
+                    help="the weights (may be left out after a zoo name) and the images: none prompts for paths, "
+                         "a directory is a batch")
     _add_predict_options(pr)
     pr.set_defaults(func=cmd_classifier_predict)
     LEAVES[("classifier", "predict")] = pr
@@ -418,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("classify", help="classify with ImageNet-1k names, top 5",
                         usage="pydarknet classify CFG [WEIGHTS] [IMAGE] [options]")
     cl.add_argument("cfg", help=".cfg file or zoo model name")
-    cl.add_argument("rest", nargs="*", metavar="WEIGHTS IMAGE", help=argparse.SUPPRESS)
+    cl.add_argument("rest", nargs="*", metavar="[WEIGHTS] [IMAGE...]",
+                    help="the weights (may be left out after a zoo name) and the images: none prompts for paths, "
+                         "a directory is a batch")
     _add_predict_options(cl)
     cl.set_defaults(func=cmd_classify)
     LEAVES[("classify",)] = cl
@@ -520,7 +599,41 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="the model zoo: published and computed figures, cached or not")
     zoo.set_defaults(func=cmd_zoo)
     LEAVES[("zoo",)] = zoo
+    for leaf in LEAVES.values():
+        leaf.formatter_class = _HelpFormatter
+        _add_common_options(leaf)
     return p
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default not in (None, False, argparse.SUPPRESS, [], "") and "default" not in text
+                and action.option_strings and not isinstance(action, argparse._VersionAction)):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options every command takes: the memory budget (checked from the specs before any allocation)."""
+    from .budget import DEFAULT_MAX_MEMORY, human
+
+    parser.add_argument("--max-memory", metavar="SIZE", default=None,
+                        help="memory budget for the network and the images, e.g. 8G (default: "
+                             f"$PYDARKNET_MAX_MEMORY, else {human(DEFAULT_MAX_MEMORY)})")
+
+
+def _apply_common(args: argparse.Namespace) -> None:
+    from . import budget
+
+    budget.set_max_memory(args.max_memory)
+    if getattr(args, "device", None) is not None:
+        from .engines import resolve_device
+
+        args.device = resolve_device(args.device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -531,12 +644,13 @@ def main(argv: list[str] | None = None) -> int:
         leaf = LEAVES.get(tuple(argv[:depth]))
         if leaf is not None:
             args = leaf.parse_intermixed_args(argv[depth:])
-            if len(getattr(args, "rest", [])) > 2:
+            if getattr(args, "func", None) is cmd_export and len(args.rest) > 2:
                 leaf.error(f"too many arguments: {' '.join(args.rest[2:])}")
             break
     else:
         args = parser.parse_args(argv)
     try:
+        _apply_common(args)
         return args.func(args)
     except DarknetError as e:
         sys.stdout.flush()
@@ -547,6 +661,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError:
+        print("pydarknet: error: out of memory (lower --batch or --workers, or check --max-memory)", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("PYDARKNET_TRACEBACK"):
+            raise
+        print(f"pydarknet: internal error: {type(e).__name__}: {one_line(str(e))} (please report it; "
+              "PYDARKNET_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

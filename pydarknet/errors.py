@@ -8,6 +8,28 @@ from __future__ import annotations
 import os
 
 
+#: characters ``str.splitlines`` breaks at: none may reach a one-line message raw
+_BREAKS = {c: f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+           for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print anywhere: a file name's undecodable bytes (Python's surrogate escapes) become
+    ``\\xNN``, so printing never fails, whatever the terminal's or the file's encoding."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode(
+            "utf-8", "backslashreplace").decode("utf-8")
+
+
+def one_line(text: str) -> str:
+    """``printable(text)`` with every line break escaped: a message stays one line, whatever a file name or
+    a value in it holds."""
+    return printable(text).translate(str.maketrans(_BREAKS))
+
+
 class DarknetError(Exception):
     """Bad input: a malformed cfg, a weights file that does not fit, an unreadable image, ..."""
 
@@ -25,7 +47,7 @@ class DarknetError(Exception):
             where += f":{self.line}"
         if self.layer is not None:
             where += f"{': ' if where else ''}layer {self.layer}"
-        return f"{where}: {self.problem}" if where else self.problem
+        return one_line(f"{where}: {self.problem}" if where else self.problem)
 
 
 class DarknetWarning(UserWarning):

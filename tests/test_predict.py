@@ -80,6 +80,14 @@ def test_cli_golden_sessions(golden_weights, data_file, capsys, monkeypatch):
             stdin += decoded(s["stdin"].rsplit("\n", 1)[-1])
         code, out, err = run(capsys, "classifier", "predict", data_file, cfg, weights, stdin=stdin,
                              monkeypatch=monkeypatch)
+        if key == "predict_interactive_empty_line":
+            # darknet ends the session at the empty line; pydarknet skips it (issue 10) and classifies the
+            # next path: darknet's output, then one more prompt and the next image's five lines.
+            assert code == 0 and out.startswith(s["stdout"]), key
+            rest = out[len(s["stdout"]):]
+            assert rest.startswith("Enter Image Path: ") and rest.count("%: ") == 5, rest
+            assert rest.endswith("Enter Image Path: "), rest
+            continue
         assert (code, out) == (0, s["stdout"]), key
     for key in ("predict_t10", "predict_t10_before"):
         s = sessions[key]

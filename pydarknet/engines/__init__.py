@@ -13,6 +13,7 @@ job. Each engine's kernel table is checked complete against the spec registry wh
 from __future__ import annotations
 
 import os
+import re
 from typing import Protocol
 
 import numpy as np
@@ -45,6 +46,37 @@ def nonfinite_error(spec: NetSpec, layer: LayerSpec | None) -> DarknetError:
         return DarknetError("the network's output holds NaN or Inf values", spec.path)
     return DarknetError(f"the output of this {layer.kind} layer (cfg line {layer.lineno}) holds NaN or Inf values: "
                         "the weights overflow float32 for this input", spec.path, layer=layer.index)
+
+
+def _cuda_driver_present() -> bool:
+    """An NVIDIA driver is loaded (checked without importing PyTorch)."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")
+
+
+def resolve_device(device: str) -> str:
+    """``--device``: ``auto`` is CUDA when a CUDA device is usable, else the CPU; ``cpu``, ``cuda`` and
+    ``cuda:N`` are checked (one DarknetError when unknown or absent). PyTorch is imported only when an NVIDIA
+    driver is present or CUDA is asked for."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        if not _cuda_driver_present():
+            return "cpu"
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    m = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if not m:
+        raise DarknetError(f"unknown device {device!r} (known: auto, cpu, cuda, cuda:N)")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DarknetError(f"--device {device}: no CUDA device is available here (use --device cpu or auto)")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise DarknetError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s), "
+                           f"numbered from 0")
+    return name
 
 
 def choose_engine(engine: str, *, device: str, images: int | None, has_weights: bool) -> str:
@@ -88,4 +120,4 @@ def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None
     return TorchEngine.from_network(net, device=device, precision=precision)
 
 
-__all__ = ["ENGINES", "Engine", "choose_engine", "first_nonfinite_row", "nonfinite_error", "open_engine"]
+__all__ = ["ENGINES", "Engine", "choose_engine", "resolve_device", "first_nonfinite_row", "nonfinite_error", "open_engine"]
