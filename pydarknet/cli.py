@@ -101,6 +101,10 @@ def _predict(args: argparse.Namespace, data, default_classes: str | None = None,
     from .predict import classify_file
 
     paths = _image_list(args)
+    if paths is not None:
+        from .output import check_output_file
+
+        check_output_file(args.out)  # before the model loads and the first image
     model = _model(args)
     images = len(paths) if paths is not None else (len(args.images) or None)
     engine = _engine(args, model, images)
@@ -188,39 +192,81 @@ def _interactive(classify) -> int:
 
 def _image_list(args: argparse.Namespace) -> list[str] | None:
     """Paths for batch mode (--list FILE, or a directory as IMAGE), else None."""
-    from .datacfg import read_label_list
-
     if args.list:
-        return [p for p in (line.strip() for line in read_label_list(args.list)) if p]
+        return _read_list(args.list)
     if args.image and os.path.isdir(args.image):
-        found = []
-        for root, dirs, files in os.walk(args.image):
-            dirs.sort()
-            found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
-        return found
+        return _folder_images(args.image)
     return None
 
 
-def _batch(engine, resolved, paths: list[str], args: argparse.Namespace, top: int) -> int:
+def _read_list(path: str) -> list[str]:
+    from .atomic import read_text, split_lines
+
+    return [p for p in (line.strip() for line in split_lines(read_text(path, "image list"))) if p]
+
+
+def _folder_images(folder: str) -> list[str]:
+    """Every file under ``folder`` but hidden ones, directories and files in sorted order."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+    return found
+
+
+#: per-image error lines shown in full; after these, one line per ERROR_EVERY more (the rows hold them all)
+ERROR_LINES = 100
+ERROR_EVERY = 1000
+
+
+def _report_error(count: int, message: str, bar) -> None:
     from tqdm import tqdm
 
-    from .output import write_results
+    from .output import safe_text
+
+    if count <= ERROR_LINES:
+        tqdm.write(f"pydarknet: error: {safe_text(message)}", file=sys.stderr)
+    elif count % ERROR_EVERY == 0:
+        tqdm.write(f"pydarknet: error: ... {count} images could not be read so far", file=sys.stderr)
+
+
+def _batch(engine, resolved, paths: list[str], args: argparse.Namespace, top: int) -> int:
+    """Stream every image's row to --out as it is done; Ctrl-C leaves the rows so far (exit 130)."""
+    from tqdm import tqdm
+
+    from .output import ResultWriter, safe_text
     from .pipeline import default_workers
     from .predict import predict_files
 
-    results = []
+    writer = ResultWriter(args.out, top, skip_existing=args.skip_existing)
+    todo = [p for p in paths if safe_text(p) not in writer.done] if writer.done else paths
     workers = default_workers() if args.workers is None else args.workers
-    with tqdm(total=len(paths), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
-        for r in predict_files(engine, resolved, paths, top=top, batch=args.batch, workers=workers,
-                               threads=args.threads):
-            if r.error is not None:
-                tqdm.write(f"pydarknet: error: {r.error}", file=sys.stderr)
-            results.append(r)
-            bar.update(1)
-    write_results(results, args.out, top)
-    failed = sum(r.error is not None for r in results)
+    failed = 0
+    results = predict_files(engine, resolved, todo, top=top, batch=args.batch, workers=workers,
+                            threads=args.threads)
+    try:
+        with tqdm(total=len(todo), unit="img", disable=args.quiet or None, file=sys.stderr) as bar:
+            for r in results:
+                if r.error is not None:
+                    failed += 1
+                    _report_error(failed, r.error, bar)
+                writer.write(r)
+                bar.update(1)
+    except KeyboardInterrupt:
+        results.close()  # the decoding workers are terminated
+        writer.close()
+        where = "" if args.out == "-" else f" to {args.out}; --skip-existing continues it"
+        print(f"pydarknet: interrupted: partial output, {writer.written} of {len(todo)} images written{where}",
+              file=sys.stderr)
+        return 130
+    finally:
+        results.close()
+        writer.close()
+    skipped = len(paths) - len(todo)
+    if skipped:
+        print(f"pydarknet: {skipped} images already in {args.out}, skipped", file=sys.stderr)
     if failed:
-        print(f"pydarknet: {failed} of {len(paths)} images could not be read", file=sys.stderr)
+        print(f"pydarknet: {failed} of {len(todo)} images could not be read", file=sys.stderr)
     return EXIT_SKIPPED if failed else 0
 
 
@@ -449,13 +495,21 @@ def _add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preprocess", choices=("letterbox", "center_crop", "resize"), default=None,
                    help="how an image is brought to the network's size (default: the model's own, else "
                         "darknet's letterbox)")
-    p.add_argument("-t", type=int, default=0, metavar="K", help="print the top K classes (default: the data file's top)")
-    p.add_argument("--list", metavar="FILE", help="batch mode: classify every image listed in FILE")
+    p.add_argument("-t", type=int, default=0, metavar="K",
+                   help="print the top K classes (default: the data file's top=, else 1; classify: 5)")
+    p.add_argument("--list", metavar="FILE", help="batch mode: classify every image listed in FILE, one a line "
+                                                 "(a directory as IMAGE: every file under it)")
     p.add_argument("--out", default="-", metavar="FILE",
-                   help="batch mode output: .csv or .json (default: CSV on stdout)")
-    p.add_argument("--batch", type=int, default=16, help="batch mode: images per forward pass")
+                   help="batch mode output, one row per image written as it is done: .csv, .jsonl (JSON Lines) "
+                        "or .json (one array) (default: -, CSV on stdout)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="batch mode: keep --out's rows and classify only the images not in it yet (continues "
+                        "an interrupted run; default: off, --out is rewritten)")
+    p.add_argument("--batch", type=_positive_int, default=16, help="batch mode: images per forward pass "
+                                                                   "(default: 16)")
     _add_threads_option(p)
-    p.add_argument("--workers", type=int, default=None, help="batch mode: decoding processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="batch mode: decoding processes (default: 0 on 1-2 cores, else up to 4)")
     _add_model_options(p)
 
 

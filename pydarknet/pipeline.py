@@ -94,8 +94,24 @@ def prepared_images(paths: Iterable[str], fn: Callable, workers: int = 0) -> Ite
         yield from _in_background_thread(jobs)
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers) as pool:
+    pool = ctx.Pool(workers, initializer=_ignore_sigint)
+    try:
         yield from pool.imap(_prepare, jobs, chunksize=4)
+    except BaseException:
+        pool.terminate()  # Ctrl-C, or the consumer stopped: no waiting for the queued images
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+
+
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C reaches the whole process group, but only the parent acts on it (it
+    terminates the pool), so no worker prints a traceback or holds the exit up."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _in_background_thread(jobs: Iterator, lookahead: int = 32) -> Iterator[Prepared]:
@@ -116,10 +132,13 @@ def _in_background_thread(jobs: Iterator, lookahead: int = 32) -> Iterator[Prepa
 def batches(items: Iterator[Prepared], size: int) -> Iterator[list[Prepared]]:
     """Group prepared images into lists of at most ``size`` (failed images travel along, unbatched)."""
     batch: list[Prepared] = []
+    decoded = 0  # a running count: a long run of unreadable images must not make each append O(batch)
     for item in items:
         batch.append(item)
-        if sum(1 for b in batch if b[2] is not None) >= size:
+        decoded += item[2] is not None
+        if decoded >= size or len(batch) >= max(size, 256):  # failures alone are reported in groups too
             yield batch
             batch = []
+            decoded = 0
     if batch:
         yield batch
