@@ -216,7 +216,7 @@ def test_a_bomb_through_the_real_command_stays_small(tmp_path):
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     assert os.waitstatus_to_exitcode(status) == 2 and out == ""
     assert err.count("\n") == 1 and f"{cfg}:7:" in err
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 20  # an import of torch on a loaded 2-core machine; ~3 s when idle
     assert usage.ru_maxrss < 512 * 1024  # KiB
 
 
