@@ -605,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("weights", nargs="?", help="start from these weights (a .backup file resumes)")
     tr.add_argument("-clear", "--clear", action="store_true", help="reset seen images and the batch count")
     tr.add_argument("--resume", action="store_true", help="continue from <backup>/<cfg>.backup if present")
-    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     tr.add_argument("--workers", type=int, default=2, help="data loading processes")
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     tr.add_argument("--max-batches", type=int, default=None,
@@ -614,11 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--valid-every", type=int, default=0, help="validate on the data file's valid list every N")
     tr.add_argument("--valid-images", type=int, default=0, help="validate on the first N images only")
     tr.add_argument("--chart-every", type=int, default=20, help="redraw <backup>/<cfg>.chart.png every N")
-    tr.add_argument("--labels-from", choices=("substring", "folder"), default="substring")
-    tr.add_argument("--ground-truth", metavar="FILE")
+    tr.add_argument("--labels-from", choices=("substring", "folder"), default="substring",
+                    help="how an image's class is found: a label inside its path (darknet's rule) or its folder")
+    tr.add_argument("--ground-truth", metavar="FILE", help="IMAGE LABEL lines giving each image's class")
     tr.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    tr.add_argument("--seed", type=int, default=None)
-    tr.add_argument("-q", "--quiet", action="store_true")
+    tr.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one)")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_classifier_train)
     LEAVES[("classifier", "train")] = tr
 
