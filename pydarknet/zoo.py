@@ -34,7 +34,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .download import FetchError, cache_dir, fetch, looks_like_html, mirror_url, mirrors_from_env
+from .atomic import open_regular
+from .download import (FetchError, cache_dir, check_cache_file, fetch, looks_like_html, mirror_url,
+                       mirrors_from_env)
 from .errors import DarknetError
 from .model import Classes, ModelFacts, Preprocessing, read_sidecar, write_sidecar
 from .specs import NetSpec, load_specs
@@ -248,10 +250,14 @@ def cached_path(entry: ZooEntry | str) -> pathlib.Path:
 
 
 def is_cached(entry: ZooEntry | str) -> bool:
-    """The weights are in the cache with the exact size their header and the cfg imply (no hashing)."""
+    """The weights are in the cache with the exact size their header and the cfg imply (no hashing); a link,
+    FIFO or directory where they go is not."""
     entry = _entry(entry)
     try:
-        _check_size_and_header(entry, cached_path(entry))
+        path = cached_path(entry)
+        if not entry.bundled and check_cache_file(path) is None:
+            return False
+        _check_size_and_header(entry, path)
     except DarknetError:
         return False
     return True
@@ -269,12 +275,10 @@ def _plausible(h: Header) -> bool:
 def _check_size_and_header(entry: ZooEntry, path: os.PathLike | str) -> int:
     """Exact-size and header check; returns the size. Raises DarknetError naming ``path``."""
     path = os.fspath(path)
+    f, size = open_regular(path, "weights")  # stat first: a FIFO or a device is refused, never read
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with f:
             head = f.read(20)
-    except FileNotFoundError:
-        raise DarknetError("no such file", path) from None
     except OSError as e:
         raise DarknetError(f"cannot read: {e.strerror or e}", path) from None
     if looks_like_html(head):
@@ -292,7 +296,8 @@ def _check_size_and_header(entry: ZooEntry, path: os.PathLike | str) -> int:
 
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    f, _ = open_regular(path, "weights")
+    with f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -320,27 +325,29 @@ def _candidates(entry: ZooEntry, mirrors: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
-def _missing_error(entry: ZooEntry, final: pathlib.Path, failures: list[str], reason: str) -> DarknetError:
-    """The one error of a failed fetch: what is missing, the exact path for it, where to get it by hand."""
+def _missing_error(entry: ZooEntry, final: pathlib.Path, reason: str) -> DarknetError:
+    """The one error of a failed fetch, on one line: what is missing and why (the URLs tried, compactly),
+    the exact path for it, where to get it by hand."""
     if entry.urls:
         how = f"get it by hand from {' or '.join(entry.urls)}"
     else:
         how = f"darknet published no {entry.title} weights, so bring your own darknet-format file"
-    msg = (f"missing: the {entry.title} weights are not in the cache and {reason}; put {entry.weights_file} at "
-           f"exactly this path ({how}), or set PYDARKNET_MIRROR (or pass --mirror URL) to a server or directory "
-           f"that holds {entry.weights_file}")
-    if failures:
-        msg += ". Tried: " + "; ".join(failures)
-    return DarknetError(msg, final)
+    return DarknetError(f"{entry.weights_file}: {reason}; place the {entry.title} weights at exactly this path "
+                        f"({how}), or set PYDARKNET_MIRROR (or pass --mirror URL) to a server or directory that "
+                        f"holds {entry.weights_file}", final)
 
 
 def fetch_weights(entry: ZooEntry | str, *, mirrors: Iterable[str] = (), progress: bool = True,
-                  offline: bool = False, timeout: float = 30.0) -> pathlib.Path:
+                  offline: bool = False, timeout: float = 30.0, deadline: float | None = None,
+                  min_rate: float | None = None, rate_window: float | None = None) -> pathlib.Path:
     """Path of the entry's verified weights in the cache, downloading them if needed.
 
     Order: ``mirrors`` (base URLs or directories), then $PYDARKNET_MIRROR, then the published URLs. Every
-    failure (HTML instead of weights, wrong size, bad sha256, HTTP error) names its URL; if all fail, or
-    ``offline`` with nothing cached, one DarknetError says where to put the file and where to get it.
+    failure (HTML instead of weights, wrong size, bad sha256, HTTP error, too slow) names its URL; if all
+    fail, or ``offline`` with nothing cached, one DarknetError says where to put the file and where to get it.
+    ``timeout`` (per read), ``deadline`` (the whole fetch) and ``min_rate`` (bytes/s over ``rate_window``
+    seconds) bound the download (``pydarknet.download.download_limits``). A link, FIFO or directory where
+    the cached file goes is an error naming it, never followed or read.
     """
     entry = _entry(entry)
     final = cached_path(entry)
@@ -354,24 +361,25 @@ def fetch_weights(entry: ZooEntry | str, *, mirrors: Iterable[str] = (), progres
         verify_weights(entry, weights)
         _write_facts(entry, weights)
         return weights
-    stale: list[str] = []
-    if final.exists():
+    stale = ""
+    if check_cache_file(final) is not None:
         try:
             verify_weights(entry, final)
             _write_facts(entry, final)
             return final
         except DarknetError as e:
-            stale = [f"the file already there is not valid: {e.problem}"]
+            stale = f"the file already there is not valid ({e.problem}); "
     if offline:
-        raise _missing_error(entry, final, stale, "downloads are off (offline)")
+        raise _missing_error(entry, final, stale + "not in the cache and downloads are off (offline)")
     urls = _candidates(entry, mirrors)
     if not urls:
-        raise _missing_error(entry, final, stale, "there is no URL to download them from")
+        raise _missing_error(entry, final, stale + "not in the cache and there is no URL to download it from")
     try:
         fetch(urls, final, verify=lambda path: verify_weights(entry, path), sizes=entry.valid_sizes,
-              needed_by=os.path.basename(entry.cfg_path), progress=progress, timeout=timeout)
+              needed_by=os.path.basename(entry.cfg_path), progress=progress, timeout=timeout,
+              deadline=deadline, min_rate=min_rate, rate_window=rate_window)
     except FetchError as e:
-        raise _missing_error(entry, final, stale + e.failures, "could not be downloaded") from None
+        raise _missing_error(entry, final, f"{stale}could not download it ({e.summary()})") from None
     _write_facts(entry, final)
     return final
 

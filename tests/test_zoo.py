@@ -177,8 +177,9 @@ def fake(tmp_path, monkeypatch):
 class Route:
     def __init__(self, body: bytes, *, ctype: str = "application/octet-stream", ranges: bool = True,
                  status: int = 200, length: bool = True, drop_after: int | None = None,
-                 location: str | None = None):
+                 location: str | None = None, etag: str | None = None):
         self.body, self.ctype, self.ranges, self.status, self.length = body, ctype, ranges, status, length
+        self.etag = etag              # sent as ETag; an If-Range that does not match it gets the whole file
         self.drop_after = drop_after  # send only this many bytes of the next response, then hang up
         self.location = location      # answer with a 302 to here
 
@@ -212,15 +213,20 @@ class Server:
                     self.send_error(route.status if route else 404)
                     return
                 body, status = route.body, 200
-                m = re.fullmatch(r"bytes=(\d+)-", rng or "")
-                if route.ranges and m:
+                m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
+                if_range = self.headers.get("If-Range")
+                if route.ranges and m and (if_range is None or if_range == route.etag):
                     start = int(m.group(1))
+                    end = min(int(m.group(2)), len(body) - 1) if m.group(2) else len(body) - 1
                     if start >= len(body):
                         outer.log.append((self.path, rng, 0))
-                        self.send_error(416)
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
                         return
                     status = 206
-                    part = body[start:]
+                    part = body[start:end + 1]
                 else:
                     part = body
                 full = len(part)
@@ -230,10 +236,12 @@ class Server:
                 outer.log.append((self.path, rng, len(part)))
                 self.send_response(status)
                 self.send_header("Content-Type", route.ctype)
+                if route.etag:
+                    self.send_header("ETag", route.etag)
                 if route.length:
                     self.send_header("Content-Length", str(full))
                 if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(body)}")
                 self.end_headers()
                 self.wfile.write(part)
 
@@ -290,7 +298,9 @@ def test_resume_sends_range_and_only_the_rest(fake):
     (zoo.cache_dir() / "fake.weights.part").write_bytes(data[:k])
     path = zoo.fetch_weights(entry, progress=False)
     assert path.read_bytes() == data
-    assert server.log == [("/orig/fake.weights", f"bytes={k}-", len(data) - k)]
+    # no record of where the .part came from: its first bytes are fetched again and compared, then the rest
+    assert server.log == [("/orig/fake.weights", f"bytes=0-{k - 1}", k),
+                          ("/orig/fake.weights", f"bytes={k}-", len(data) - k)]
     assert leftovers(entry) == ["fake.weights", "fake.weights.json"]  # the weights and their facts
 
 
@@ -299,7 +309,9 @@ def test_dropped_connection_resumes(fake):
     server.routes["/orig/fake.weights"].drop_after = 1000
     path = zoo.fetch_weights(entry, progress=False)
     assert path.read_bytes() == data
+    # no validator from this server: the first 1000 bytes are checked again before the rest is appended
     assert server.log == [("/orig/fake.weights", None, 1000),
+                          ("/orig/fake.weights", "bytes=0-999", 1000),
                           ("/orig/fake.weights", "bytes=1000-", len(data) - 1000)]
 
 
@@ -309,7 +321,7 @@ def test_redirect_to_an_html_page(fake):
     server.routes["/orig/fake.weights"] = Route(b"", location=server.url("/home"))
     with pytest.raises(DarknetError) as ei:
         zoo.fetch_weights(entry, progress=False)
-    assert f"{server.url('/orig/fake.weights')}: serves an HTML page" in str(ei.value)
+    assert f"tried 1 URL: {server.url('/orig')[7:]} (serves an HTML page" in str(ei.value)
     assert f"redirected to {server.url('/home')}" in str(ei.value)
     assert leftovers(entry) == []
 
@@ -321,7 +333,7 @@ def test_server_ignoring_range_restarts(fake):
     (zoo.cache_dir() / "fake.weights.part").write_bytes(b"\xff" * 100)  # not even a prefix of the file
     path = zoo.fetch_weights(entry, progress=False)
     assert path.read_bytes() == data
-    assert server.log == [("/orig/fake.weights", "bytes=100-", len(data))]
+    assert server.log == [("/orig/fake.weights", "bytes=0-99", len(data))]  # the check's 200 is the download
 
 
 def test_resumed_prefix_of_another_file_restarts_from_zero(fake):
@@ -331,7 +343,7 @@ def test_resumed_prefix_of_another_file_restarts_from_zero(fake):
     (zoo.cache_dir() / "fake.weights.part").write_bytes(b"\x00" * 8 + b"\xff" * (k - 8))  # bad 'prefix'
     path = zoo.fetch_weights(entry, progress=False)
     assert path.read_bytes() == data  # sizes matched but the header did not: verified, dropped, refetched
-    assert [r for _, r, _ in server.log] == [f"bytes={k}-", None]
+    assert [r for _, r, _ in server.log] == [f"bytes=0-{k - 1}", None]  # first bytes differ: never spliced
 
 
 def test_part_longer_than_file_restarts(fake):
@@ -339,7 +351,7 @@ def test_part_longer_than_file_restarts(fake):
     zoo.cache_dir().mkdir(parents=True)
     (zoo.cache_dir() / "fake.weights.part").write_bytes(data + b"extra")
     assert zoo.fetch_weights(entry, progress=False).read_bytes() == data
-    assert [r for _, r, _ in server.log] == [f"bytes={len(data) + 5}-", None]
+    assert [r for _, r, _ in server.log] == [f"bytes=0-{len(data) + 4}", None]
 
 
 def test_wrong_size_names_url_and_cleans_up(fake):
@@ -440,8 +452,10 @@ def test_all_urls_fail_one_error(fake):
         zoo.fetch_weights(entry, mirrors=[server.url("/m")], progress=False)
     msg = str(ei.value)
     assert msg.startswith(str(zoo.cached_path(entry)) + ": ")
-    assert f"{server.url('/m/fake.weights')}: serves an HTML page" in msg
-    assert f"{server.url('/orig/fake.weights')}: HTTP 404" in msg
+    # one line, each URL tried compactly (no scheme, no repeated file name) with its problem
+    assert "\n" not in msg
+    assert (f"could not download it (tried 2 URLs: {server.url('/m')[7:]} (serves an HTML page (text/html), not "
+            f"the file), {server.url('/orig')[7:]} (HTTP 404 Not Found))") in msg
     assert "PYDARKNET_MIRROR" in msg and leftovers(entry) == []
 
 
