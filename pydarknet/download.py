@@ -217,7 +217,7 @@ def check_cache_file(path: str | os.PathLike) -> os.stat_result | None:
     naming it (a symlink is never followed; a FIFO, a directory or a device is never opened)."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
         raise DarknetError(f"cannot read: {e.strerror or e}", path) from None
@@ -427,9 +427,8 @@ def _download_once(url: str, part: pathlib.Path, sizes: Sequence[int], needed_by
         verdict, value = _recheck(url, part, start, budget)
         if verdict == "whole":
             whole = value
-        elif verdict == "other":  # not a prefix of this URL's file: never spliced, start over
-            _discard(part)
-            start = 0
+        elif verdict == "other":  # not a prefix of this URL's file: never spliced. Start over; the old .part
+            start = 0               # stays until this URL's first bytes are known to be the file's
         else:
             validator = value
             if state != {"url": url, "validator": validator}:
