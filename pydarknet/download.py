@@ -163,8 +163,8 @@ class _Rate:
         if b.min_rate and b.window and now - self.t0 >= b.window:
             rate = (n - self.n0) / (now - self.t0)
             if rate < b.min_rate:
-                raise Failed(f"too slow ({rate:.0f} B/s over {now - self.t0:.3g} s, under the minimum "
-                             f"{b.min_rate:g} B/s)", resumable=False)
+                raise Failed(f"too slow: {rate:.0f} B/s over {now - self.t0:.3g} s, under the minimum "
+                             f"{b.min_rate:g} B/s", resumable=False)
             self.t0, self.n0 = now, n
 
 
@@ -192,7 +192,7 @@ class FetchError(Exception):
     def summary(self) -> str:
         n = len(self.failures)
         text = f"tried {n} URL{'' if n == 1 else 's'}: " + ", ".join(
-            f"{short_url(url, self.filename)} ({problem})" for url, problem in self.failures)
+            f"{short_url(url, self.filename)} ({' '.join(problem.split())})" for url, problem in self.failures)
         if self.untried:
             text += f"; {self.untried} more not tried"
         if self.kept:

@@ -224,7 +224,7 @@ def test_trickling_server_is_dropped_below_the_minimum_rate(srv, cache):
     dest = cache / "f.bin"
     e = failure(5, [srv.url("/f")], dest, min_rate=50_000, rate_window=0.5, deadline=30)
     (url, problem), = e.failures
-    assert re.fullmatch(r"too slow \(\d+ B/s over 0\.\d+ s, under the minimum 50000 B/s\)", problem), problem
+    assert re.fullmatch(r"too slow: \d+ B/s over 0\.\d+ s, under the minimum 50000 B/s", problem), problem
     assert len(srv.log) == 1  # a slow server is not retried at once
     # a network failure: the .part is a good prefix and is kept, with the record of where it came from
     got = part_path(dest).read_bytes()
@@ -382,7 +382,7 @@ def test_min_rate_from_the_environment_applies(srv, cache, monkeypatch):
     srv.routes["/f"] = trickle
     monkeypatch.setenv("PYDARKNET_DOWNLOAD_MIN_RATE", "50000/0.3")
     e = failure(4, [srv.url("/f")], cache / "f.bin")
-    assert e.failures[0][1].startswith("too slow (") and "under the minimum 50000 B/s" in e.failures[0][1]
+    assert e.failures[0][1].startswith("too slow: ") and "under the minimum 50000 B/s" in e.failures[0][1]
 
 
 def test_lock_held_by_another_process_ends_at_the_deadline(srv, cache):
@@ -419,14 +419,16 @@ def test_symlink_planted_in_the_cache_is_never_followed(srv, cache, tmp_path, pl
     assert victim.read_bytes() == b"precious" and (cache / planted).is_symlink()
 
 
+@pytest.mark.parametrize("planted", ["f.bin.part", "f.bin.lock"])
 @pytest.mark.parametrize("kind", ["fifo", "dir"])
-def test_fifo_or_directory_as_the_part_is_one_error(srv, cache, kind):
+def test_fifo_or_directory_as_the_part_or_lock_is_one_error(srv, cache, kind, planted):
     srv.routes["/f"] = lambda h, s: serve(h, PAYLOAD)
     dest = cache / "f.bin"
-    os.mkfifo(part_path(dest)) if kind == "fifo" else part_path(dest).mkdir()
+    os.mkfifo(cache / planted) if kind == "fifo" else (cache / planted).mkdir()
     out = within(5, get, [srv.url("/f")], dest)
     what = "a FIFO" if kind == "fifo" else "a directory"
-    assert str(out["error"]) == f"{part_path(dest)}: is {what}, not a regular file: remove it"
+    assert str(out["error"]) == f"{cache / planted}: is {what}, not a regular file: remove it"
+    assert not dest.exists()
 
 
 def test_cache_under_a_regular_file_is_one_clear_error(srv, tmp_path):
