@@ -163,8 +163,8 @@ class _Rate:
         if b.min_rate and b.window and now - self.t0 >= b.window:
             rate = (n - self.n0) / (now - self.t0)
             if rate < b.min_rate:
-                raise Failed(f"too slow ({rate:.0f} B/s over {now - self.t0:.3g} s, under the minimum "
-                             f"{b.min_rate:g} B/s)", resumable=False)
+                raise Failed(f"too slow: {rate:.0f} B/s over {now - self.t0:.3g} s, under the minimum "
+                             f"{b.min_rate:g} B/s", resumable=False)
             self.t0, self.n0 = now, n
 
 
@@ -192,7 +192,7 @@ class FetchError(Exception):
     def summary(self) -> str:
         n = len(self.failures)
         text = f"tried {n} URL{'' if n == 1 else 's'}: " + ", ".join(
-            f"{short_url(url, self.filename)} ({problem})" for url, problem in self.failures)
+            f"{short_url(url, self.filename)} ({' '.join(problem.split())})" for url, problem in self.failures)
         if self.untried:
             text += f"; {self.untried} more not tried"
         if self.kept:
@@ -217,7 +217,7 @@ def check_cache_file(path: str | os.PathLike) -> os.stat_result | None:
     naming it (a symlink is never followed; a FIFO, a directory or a device is never opened)."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
         raise DarknetError(f"cannot read: {e.strerror or e}", path) from None
@@ -427,9 +427,8 @@ def _download_once(url: str, part: pathlib.Path, sizes: Sequence[int], needed_by
         verdict, value = _recheck(url, part, start, budget)
         if verdict == "whole":
             whole = value
-        elif verdict == "other":  # not a prefix of this URL's file: never spliced, start over
-            _discard(part)
-            start = 0
+        elif verdict == "other":  # not a prefix of this URL's file: never spliced. Start over; the old .part
+            start = 0               # stays until this URL's first bytes are known to be the file's
         else:
             validator = value
             if state != {"url": url, "validator": validator}:
