@@ -421,7 +421,7 @@ FORMATS = [pytest.param("safetensors", marks=needs_safetensors), "pt"]
 def source(request, tmp_path, corners_cfg, zoo_net):
     """(cfg, darknet weights file, the network loaded from it)."""
     if request.param == "tiny":
-        cfg, (net, _) = ZOO_CFG / "tiny.cfg", zoo_net("tiny")  # mkweights where ../shared is present
+        cfg, (net, _) = ZOO_CFG / "tiny.cfg", zoo_net("tiny")  # mkweights where darknet's cfgs are installed
     else:
         cfg, net = corners_cfg, seeded_net(corners_cfg, 7)
     weights = tmp_path / "src.weights"
