@@ -1,5 +1,7 @@
-"""Shared fixtures: the ../shared ground truth (golden outputs, darknet's reference cfgs, mkweights) and the
-live C darknet. Tests that need one of them skip with a reason where it is absent; CI has both."""
+"""Shared fixtures: the golden outputs of the original darknet (in-repo data, tests/data/golden, built by
+scripts/make_test_data.py from ../shared), darknet's reference cfgs and data (Debian's darknet package,
+/usr/share/darknet: never copied into the project) and the live C darknet. Tests that need darknet's files or
+the C darknet skip with a reason where they are absent; CI has both."""
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +9,10 @@ import json
 import os
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import settings
 
@@ -19,14 +23,17 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("PYDARKNET_SHARED", ROOT.parent / "shared"))
-GOLDEN = SHARED / "golden"
-REFERENCE_CFG = SHARED / "reference" / "cfg"
-MKWEIGHTS = SHARED / "tools" / "mkweights.py"
+GOLDEN = ROOT / "tests" / "data" / "golden"
+MKWEIGHTS = GOLDEN / "mkweights.py"
+#: darknet's own cfgs and data files (pjreddie commit f6afaabc), as Debian's darknet package installs them
+REFERENCE = Path(os.environ.get("PYDARKNET_REFERENCE", "/usr/share/darknet"))
+REFERENCE_CFG = REFERENCE / "cfg"
+REFERENCE_DATA = REFERENCE / "data"
 ZOO_CFG = ROOT / "pydarknet" / "cfgs"
 
-need_shared = pytest.mark.skipif(not (GOLDEN / "manifest.json").is_file(),
-                                 reason=f"ground truth not found at {SHARED} (set PYDARKNET_SHARED)")
+need_reference = pytest.mark.skipif(not (REFERENCE_CFG / "tiny.cfg").is_file(),
+                                    reason=f"darknet's cfgs not found at {REFERENCE} (apt install darknet, or set "
+                                           "PYDARKNET_REFERENCE)")
 
 
 def sha256(path: Path) -> str:
@@ -37,16 +44,63 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@lru_cache(maxsize=None)
+def _manifest() -> dict:
+    return json.loads((GOLDEN / "manifest.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def manifest() -> dict:
-    if not (GOLDEN / "manifest.json").is_file():
-        pytest.skip(f"ground truth not found at {SHARED}")
-    return json.loads((GOLDEN / "manifest.json").read_text())
+    return _manifest()
+
+
+@lru_cache(maxsize=None)
+def _npz(rel: str) -> dict:
+    with np.load(GOLDEN / rel) as z:
+        return {k: z[k] for k in z.files}
+
+
+def golden_array(rel: str) -> np.ndarray:
+    """A golden array by its path in the shared golden folder (the manifest's `files` entries):
+    outputs/M/IMG.MODE.npy and logits/M/IMG.MODE.npy from their npz; inputs/WxH/IMG.MODE.npy rebuilt from the
+    decoded PNG (letterbox_image or center_crop_image, as darknet) and checked against the manifest's sha256."""
+    parts = rel.split("/")
+    name = parts[-1][: -len(".npy")]
+    if parts[0] in ("outputs", "logits"):
+        return _npz(f"{parts[0]}/{parts[1]}.npz")[name]
+    if parts[0] == "inputs":
+        return _golden_input(rel).copy()
+    raise KeyError(rel)
+
+
+@lru_cache(maxsize=None)
+def _golden_input(rel: str) -> np.ndarray:
+    from pydarknet.image import load_image
+    from pydarknet.preprocess import center_crop_image, letterbox_image
+
+    m = _manifest()
+    case, mode = next((c, k[3:]) for c in m["cases"] for k, f in c["files"].items() if f == rel)
+    im = load_image(GOLDEN / m["images"][case["image"]]["decoded"])
+    x = (letterbox_image if mode == "predict" else center_crop_image)(im, case["net_w"], case["net_h"])
+    digest = hashlib.sha256(np.ascontiguousarray(x, dtype="<f4").tobytes()).hexdigest()
+    assert digest == case[f"in_{mode}_sha256"], f"{rel}: rebuilt input differs from darknet's"
+    x.setflags(write=False)
+    return x
+
+
+def golden_layer(rel: str) -> tuple[np.ndarray, int]:
+    """layers/M/IMG/layerNNN_TYPE.npy -> (every stride-th value of darknet's flattened layer output, stride)."""
+    _, model, image, file = rel.split("/")
+    z = _npz(f"layers/{model}_{image}.npz")
+    name = file[: -len(".npy")]
+    return z[name], int(z[name + ".stride"])
 
 
 @pytest.fixture(scope="session")
 def golden_weights(manifest, tmp_path_factory):
     """model name -> path of its mkweights weights (regenerated once per session, sha256-checked)."""
+    if not (REFERENCE_CFG / "tiny.cfg").is_file():
+        pytest.skip(f"darknet's cfgs not found at {REFERENCE}")
     cache = Path(os.environ.get("PYDARKNET_TEST_CACHE", tmp_path_factory.mktemp("golden_weights")))
     cache.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}

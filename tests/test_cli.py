@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import GOLDEN, REFERENCE_CFG, need_shared
+from conftest import GOLDEN, REFERENCE_CFG, need_reference
 
 
 def run(*args, stdin=None):
@@ -14,7 +14,7 @@ def run(*args, stdin=None):
                           input=stdin, timeout=120)
 
 
-@need_shared
+@need_reference
 @pytest.mark.parametrize("model", ["tiny", "resnet50", "densenet201", "alexnet"])
 def test_ops_prints_darknets_table_then_totals(model, manifest):
     log = (GOLDEN / "darknet_logs" / f"{model}.stderr.txt").read_text()

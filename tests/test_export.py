@@ -2,9 +2,9 @@
 
 ONNX: every zoo cfg exports, passes onnx.checker, and ONNX Runtime reproduces pydarknet within 1e-5 (max abs,
 on softmax outputs) with identical top-5, on darknet's golden input tensors where the model has them (else a
-fixed random batch). Weights: mkweights on darknet's reference cfg (the golden manifest's seed and peak; seed
-7 and a peak from PEAKS for the others), or, for cfgs without a reference, pydarknet's own initialisation
-under torch.manual_seed with random batchnorm statistics. Darknet's odd corners (maxpool padding, shortcuts
+fixed random batch). Weights: mkweights (tests/data/golden) on darknet's reference cfg (the golden manifest's
+seed and peak; seed 7 and a peak from PEAKS for the others), or, for cfgs without a reference, pydarknet's own
+initialisation under torch.manual_seed with random batchnorm statistics. Darknet's odd corners (maxpool padding, shortcuts
 between maps of different size and depth, crop, batchnorm layers, grouped softmax, every activation) are
 checked on small synthetic cfgs.
 
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import pydarknet
-from conftest import GOLDEN, MKWEIGHTS, REFERENCE_CFG, ZOO_CFG
+from conftest import GOLDEN, MKWEIGHTS, REFERENCE_CFG, ZOO_CFG, golden_array
 from pydarknet.errors import DarknetError
 from pydarknet.onnx import export_onnx
 from pydarknet.statedict import export_state_dict, load_state_dict_into, read_state_dict
@@ -87,7 +87,7 @@ def zoo_net(request, tmp_path_factory):
 
     def make(model: str):
         cfg = ZOO_CFG / f"{model}.cfg"
-        if manifest is not None and model in manifest["models"] and MKWEIGHTS.is_file():
+        if manifest is not None and model in manifest["models"] and (REFERENCE_CFG / f"{model}.cfg").is_file():
             weights = request.getfixturevalue("golden_weights")(model)  # sha256-checked
             mk = manifest["models"][model]["mkweights"]
             return pydarknet.load_network(cfg, weights), f"mkweights seed {mk['seed']} peak {mk['peak']}"
@@ -113,8 +113,8 @@ def check_inputs(model: str, shape) -> tuple[torch.Tensor, str]:
             continue
         for mode in ("predict", "valid"):
             f = case["files"].get(f"in_{mode}")
-            if f and (GOLDEN / f).is_file():
-                x = np.load(GOLDEN / f)
+            if f:
+                x = golden_array(f)
                 if tuple(x.shape) == tuple(shape):
                     xs.append(x)
                     cases.append((case, mode))
@@ -421,7 +421,7 @@ FORMATS = [pytest.param("safetensors", marks=needs_safetensors), "pt"]
 def source(request, tmp_path, corners_cfg, zoo_net):
     """(cfg, darknet weights file, the network loaded from it)."""
     if request.param == "tiny":
-        cfg, (net, _) = ZOO_CFG / "tiny.cfg", zoo_net("tiny")  # mkweights where ../shared is present
+        cfg, (net, _) = ZOO_CFG / "tiny.cfg", zoo_net("tiny")  # mkweights where darknet's cfgs are installed
     else:
         cfg, net = corners_cfg, seeded_net(corners_cfg, 7)
     weights = tmp_path / "src.weights"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import GOLDEN, need_shared, sha256
+from conftest import GOLDEN, sha256
 from pydarknet.errors import DarknetError
 from pydarknet.image import decode_rgb8, load_image, to_float_chw
 from cdarknet import CDarknet, find_library
@@ -154,7 +154,6 @@ def test_decompression_bomb_refused_from_header(tmp_path, monkeypatch):
     refused(p, "refused")
 
 
-@need_shared
 def test_golden_decoded_pngs_are_stbs_pixels(manifest):
     for name, info in manifest["images"].items():
         rgb = decode_rgb8(GOLDEN / info["decoded"])

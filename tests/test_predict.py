@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import pydarknet
-from conftest import GOLDEN, REFERENCE_CFG, SHARED, ZOO_CFG, need_shared
+from conftest import GOLDEN, REFERENCE_CFG, REFERENCE_DATA, ZOO_CFG, need_reference
 from pydarknet.cli import main
 from pydarknet.predict import Prediction, darknet_line, top_k
 
-NAMES = SHARED / "reference" / "data" / "imagenet.shortnames.list"
+NAMES = REFERENCE_DATA / "imagenet.shortnames.list"
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_darknet_line_rounds_like_printf():
     assert darknet_line(Prediction(0, "z", 1.0)) == "100.00%: z"
 
 
-@need_shared
+@need_reference
 @pytest.mark.parametrize("model", ["tiny", "darknet", "darknet19", "extraction", "alexnet", "resnet50",
                                    "densenet201"])
 def test_stdout_is_darknets_byte_for_byte(model, manifest, golden_weights, data_file, capsys):
@@ -67,7 +67,7 @@ def test_stdout_is_darknets_byte_for_byte(model, manifest, golden_weights, data_
         assert err.endswith(f"{image}: Predicted in " + err.rsplit("Predicted in ", 1)[1])
 
 
-@need_shared
+@need_reference
 def test_cli_golden_sessions(golden_weights, data_file, capsys, monkeypatch):
     """cli_results.json: interactive prompt (with and without final newline, empty line), -t before and after."""
     sessions = json.loads((GOLDEN / "cli" / "cli_results.json").read_text())
@@ -216,7 +216,7 @@ def test_errors_one_line_exit_2_nothing_on_stdout(tmp_path, capsys, argv, messag
     assert "Traceback" not in err
 
 
-@need_shared
+@need_reference
 def test_pillow_jpeg_decoding_keeps_darknets_top5(manifest, golden_weights):
     """stb and libjpeg differ by up to 3/255 on some pixels: every golden case still keeps darknet's top-5
     (measured 70/70; the largest change of a top-5 probability is about 2e-3)."""
@@ -227,7 +227,7 @@ def test_pillow_jpeg_decoding_keeps_darknets_top5(manifest, golden_weights):
     for model in sorted({c["model"] for c in manifest["cases"]}):
         net = pydarknet.load_network(REFERENCE_CFG / f"{model}.cfg", golden_weights(model))
         for case in (c for c in manifest["cases"] if c["model"] == model):
-            im = load_image(SHARED / "reference" / "data" / manifest["images"][case["image"]]["name"])
+            im = load_image(REFERENCE_DATA / manifest["images"][case["image"]]["name"])
             for mode, fn in (("predict", letterbox_image), ("valid", center_crop_image)):
                 with torch.inference_mode():
                     y = net(torch.from_numpy(fn(im, case["net_w"], case["net_h"]))[None])[0].numpy()

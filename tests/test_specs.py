@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from conftest import GOLDEN, REFERENCE_CFG, ZOO_CFG, need_shared
+from conftest import GOLDEN, REFERENCE_CFG, ZOO_CFG, need_reference
 from pydarknet.specs import load_specs
 
 GOLDEN_LOGS = ["tiny", "darknet", "darknet19", "extraction", "alexnet", "resnet50", "densenet201"]
@@ -14,7 +14,7 @@ DARKNET_MODELS = ["alexnet", "darknet", "tiny", "vgg-16", "extraction", "darknet
                   "resnet34", "resnet50", "resnet101", "resnet152", "resnext50", "darknet53", "densenet201"]
 
 
-@need_shared
+@need_reference
 @pytest.mark.parametrize("model", GOLDEN_LOGS)
 def test_layer_table_is_darknets(model):
     log = (GOLDEN / "darknet_logs" / f"{model}.stderr.txt").read_text()
@@ -23,7 +23,7 @@ def test_layer_table_is_darknets(model):
     assert load_specs(ZOO_CFG / f"{model}.cfg").layer_table() == expected
 
 
-@need_shared
+@need_reference
 def test_params_and_sizes_match_manifest(manifest):
     for model, info in manifest["models"].items():
         net = load_specs(REFERENCE_CFG / f"{model}.cfg")
@@ -41,7 +41,7 @@ def _comparable(spec):
     return type(spec).__name__, d
 
 
-@need_shared
+@need_reference
 @pytest.mark.parametrize("model", DARKNET_MODELS)
 def test_zoo_cfg_is_darknets_network_layer_for_layer(model):
     ours, theirs = load_specs(ZOO_CFG / f"{model}.cfg"), load_specs(REFERENCE_CFG / f"{model}.cfg")

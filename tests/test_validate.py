@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 
 import pydarknet
-from conftest import GOLDEN, MKWEIGHTS, REFERENCE_CFG, SHARED, need_shared
+from conftest import GOLDEN, MKWEIGHTS, REFERENCE_CFG, REFERENCE_DATA, need_reference
 from cdarknet import find_binary
 from pydarknet.cli import main
 from pydarknet.validate import SubstringLabeler, ambiguity_warnings
 
-LABELS = SHARED / "reference" / "data" / "imagenet.labels.list"
+LABELS = REFERENCE_DATA / "imagenet.labels.list"
 need_darknet = pytest.mark.skipif(find_binary() is None, reason="C darknet (darknet command) not installed")
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 need_fashion = pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -62,7 +62,7 @@ def _golden_hits(lines):
     return hits
 
 
-@need_shared
+@need_reference
 def test_golden_valid_list(tmp_path, golden_weights, capsys, monkeypatch):
     """The entries of cli_results.json's list whose images we hold (stb-decoded PNGs, linked under the
     list's labelled names): darknet's per-image lines verbatim, running lines from darknet's hits."""
@@ -150,8 +150,6 @@ def fashion_images(n: int, out: Path) -> list[str]:
 
 
 def make_fashion_setup(tmp_path, n=600, size=28):
-    if not MKWEIGHTS.is_file():
-        pytest.skip("mkweights.py not found (../shared)")
     cfg = tmp_path / "fm.cfg"
     cfg.write_text(SMALL_CFG.replace("width=28\nheight=28", f"width={size}\nheight={size}"))
     weights = tmp_path / "fm.weights"

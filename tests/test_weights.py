@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pydarknet
-from conftest import REFERENCE_CFG, ZOO_CFG, need_shared
+from conftest import REFERENCE_CFG, ZOO_CFG, need_reference
 from pydarknet.cfg import parse_cfg
 from pydarknet.errors import DarknetError
 from pydarknet.engines.network import Network
@@ -92,7 +92,6 @@ def test_write_then_read_and_exact_bytes(tmp_path):
             assert np.array_equal(back[i][name], a)
 
 
-@need_shared
 def test_local_layer_layout_and_round_trip(tmp_path):
     """[local] (src/parser.c load_weights_upto, LOCAL): l.outputs biases, then locations x filters x
     (c*size*size) weights; read and written back byte for byte."""
@@ -112,7 +111,7 @@ def test_local_layer_layout_and_round_trip(tmp_path):
     assert np.array_equal(stream[:36], params[0]["biases"].reshape(-1))  # biases first, in (c, h, w) order
 
 
-@need_shared
+@need_reference
 def test_read_write_is_byte_identical(golden_weights, tmp_path):
     for model in ("tiny", "resnet50", "densenet201"):
         src = golden_weights(model)
@@ -210,7 +209,7 @@ def test_long_file_and_weights_for_another_cfg(tmp_path):
         read_weights(path, net)
 
 
-@need_shared
+@need_reference
 def test_weights_of_another_cfg(golden_weights):
     with pytest.raises(DarknetError, match="tiny.weights: (layer \\d+: runs short|holds)"):
         pydarknet.load_network(REFERENCE_CFG / "darknet.cfg", golden_weights("tiny"))
