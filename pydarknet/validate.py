@@ -262,8 +262,16 @@ class ImageOutcome:
 
 
 def read_image_list(path: str) -> tuple[list[str], list[str]]:
-    """The ``valid`` list: paths, and one problem line for each empty line (skipped). CRLF is fine."""
+    """The ``valid`` list: paths, and one problem line for each empty line (skipped). CRLF is fine. A
+    directory stands for every file under it (hidden ones left out), in sorted order."""
     from .atomic import read_text, split_lines
+
+    if os.path.isdir(path):
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+        return found, []
 
     lines = split_lines(read_text(path, "image list"))
     paths, problems = [], []
@@ -339,20 +347,23 @@ def run_validation(engine, paths: list[str], *, mode: str, label_of, classes: in
                             (float(pred[0]), float(pred[1]) if classes > 1 else 0.0))
 
     norm = preprocess if preprocess is not None and preprocess.mean is not None else None
-    for item in prepared_images(paths, Views(mode, w, h, norm), workers):
-        _, path, arrs, err = item
-        if mode in RESIZES_NETWORK and arrs is not None:
-            flush()
-            probs = reorder(np.concatenate([engine.infer(v[None]) for v in arrs]))
-            outcome = _outcome(path, label_of(path), probs)
-            if on_image:
-                on_image(outcome, metrics)
-            continue
-        pending.append(item)
-        pending_views[0] += len(arrs) if arrs is not None else 0  # running count, not a sum per image
-        if pending_views[0] >= batch or len(pending) >= max(batch, 256):
-            flush()
-    flush()
+    items = prepared_images(paths, Views(mode, w, h, norm), workers)
+    try:
+        for _, path, arrs, err in items:
+            if mode in RESIZES_NETWORK and arrs is not None:
+                flush()
+                probs = reorder(np.concatenate([engine.infer(v[None]) for v in arrs]))
+                outcome = _outcome(path, label_of(path), probs)
+                if on_image:
+                    on_image(outcome, metrics)
+                continue
+            pending.append((_, path, arrs, err))
+            pending_views[0] += len(arrs) if arrs is not None else 0  # a running count, not a sum per image
+            if pending_views[0] >= batch or len(pending) >= max(batch, 256):
+                flush()
+        flush()
+    finally:
+        items.close()  # on an interrupt: the decoding workers are terminated now, not when collected
     return metrics
 
 
@@ -413,6 +424,7 @@ class Validation:
     outcomes: list
     summary: dict
     problems: list[str]
+    partial: bool = False  # interrupted: the first images only
 
     @property
     def skipped(self) -> int:
@@ -420,10 +432,12 @@ class Validation:
 
 
 def validate_data(engine, plan: ValidationPlan, *, mode: str = "valid", k: int, batch: int = 32, workers: int = 0,
-                  threads: int | None = None, on_image=None, describe: dict | None = None) -> Validation:
+                  threads: int | None = None, on_image=None, describe: dict | None = None,
+                  partial_on_interrupt: bool = False) -> Validation:
     """darknet's ``classifier valid`` family with ``engine`` on ``plan`` (``plan_validation``: the images, their
     labels, the class order and normalisation). ``on_image(outcome, metrics)`` is called after each image.
-    ``describe`` adds entries to the summary (cfg, weights, ...)."""
+    ``describe`` adds entries to the summary (cfg, weights, ...). ``partial_on_interrupt``: Ctrl-C ends the run
+    with what was done so far, its summary saying ``"partial": true`` (else KeyboardInterrupt propagates)."""
     import time
 
     from .pipeline import inference_threads
@@ -431,22 +445,31 @@ def validate_data(engine, plan: ValidationPlan, *, mode: str = "valid", k: int, 
     resolved, paths, label_of, problems = plan.resolved, plan.paths, plan.label_of, plan.problems
 
     outcomes: list = []
+    latest = [Metrics(classes=resolved.classes, k=k)]
 
     def each(outcome, metrics):
         outcomes.append(outcome)
+        latest[0] = metrics
         if on_image:
             on_image(outcome, metrics)
 
     start = time.perf_counter()
-    with inference_threads(engine, workers, threads):
-        metrics = run_validation(engine, paths, mode=mode, label_of=label_of, classes=resolved.classes, k=k,
-                                 batch=batch, workers=workers, on_image=each, reorder=resolved.reorder,
-                                 preprocess=resolved.preprocess)
+    partial = False
+    try:
+        with inference_threads(engine, workers, threads):
+            metrics = run_validation(engine, paths, mode=mode, label_of=label_of, classes=resolved.classes, k=k,
+                                     batch=batch, workers=workers, on_image=each, reorder=resolved.reorder,
+                                     preprocess=resolved.preprocess)
+    except KeyboardInterrupt:
+        if not partial_on_interrupt:
+            raise
+        partial, metrics = True, latest[0]
     seconds = time.perf_counter() - start
     summary = {"mode": mode, **(describe or {}), "list": plan.list_path, "images_listed": len(paths),
+               **({"partial": True, "images_done": len(outcomes)} if partial else {}),
                "images_read": metrics.read,
                "skipped": metrics.skipped + len(problems), "unlabelled": metrics.unlabelled,
                "top1": metrics.top1_acc, f"top{k}": metrics.topk_acc, "k": k, "classes": resolved.classes,
                "seconds": seconds, "images_per_second": metrics.read / seconds if seconds else None,
                "batch": batch, "workers": workers}
-    return Validation(metrics, outcomes, summary, list(problems))
+    return Validation(metrics, outcomes, summary, list(problems), partial)
