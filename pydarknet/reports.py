@@ -150,6 +150,13 @@ def prepare_out_dir(out_dir: str) -> None:
         raise DarknetError(f"cannot create the report directory: {e.strerror}", out_dir) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise DarknetError("cannot write reports: permission denied", out_dir)
+    try:  # the real test (a read-only filesystem, an ACL)
+        import tempfile
+
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise DarknetError(f"cannot write reports: {e.strerror or e}", out_dir) from None
 
 
 def prediction_header(k: int) -> list[str]:
