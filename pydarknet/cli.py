@@ -249,12 +249,18 @@ def cmd_classifier_valid(args: argparse.Namespace) -> int:
     if args.out:
         from .reports import PredictionStream
 
-        stream = PredictionStream(args.out, k, plan.resolved.names)
+        stream = PredictionStream(args.out, k, plan.resolved.names, resume=args.skip_existing)
+        if stream.previous:
+            print(f"pydarknet: {len(stream.previous)} images already in {stream.path}, skipped", file=sys.stderr)
+    elif args.skip_existing:
+        raise DarknetError("--skip-existing needs --out DIR (its predictions.csv is continued)")
     try:
-        with _valid_progress(args, len(plan.paths), k, stream) as on_image:
+        todo = len(plan.paths) - (len(stream.previous) if stream is not None else 0)
+        with _valid_progress(args, todo, k, stream) as on_image:
             run = V.validate_data(engine, plan, mode=args.verb, k=k, batch=args.batch, threads=args.threads,
                                   workers=default_workers() if args.workers is None else args.workers,
                                   on_image=on_image, partial_on_interrupt=True,
+                                  done=stream.previous if stream is not None else (),
                                   describe={"cfg": model.cfg, "weights": model.weights, "device": args.device})
     finally:
         if stream is not None:
@@ -552,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
         va.add_argument("--out", metavar="DIR",
                         help="write summary.json, predictions.csv (streamed, a row per image as it is done), "
                              "per_class.csv, confusion.csv/.png, confused_pairs.txt here (default: none)")
+        va.add_argument("--skip-existing", action="store_true",
+                        help="keep --out's predictions.csv rows, validate only the images not in it yet, and "
+                             "report on all (continues an interrupted run; default: off, rewritten)")
         _add_model_options(va)
         va.set_defaults(func=cmd_classifier_valid, verb=verb)
         LEAVES[("classifier", verb)] = va

@@ -180,16 +180,43 @@ class PredictionStream:
     """``predictions.csv`` in the report directory, one row per image written and flushed as it is done (an
     interrupted run leaves the rows so far)."""
 
-    def __init__(self, out_dir: str, k: int, names: list[str]):
+    def __init__(self, out_dir: str, k: int, names: list[str], *, resume: bool = False):
         prepare_out_dir(out_dir)
         self.path, self.k, self.names, self.rows = os.path.join(out_dir, "predictions.csv"), k, names, 0
+        self.previous: list = []  # resume: the outcomes already in the file, in its order
         try:
-            self._f = open(self.path, "w", encoding="utf-8", newline="")
+            if resume and os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
+                self._resume()
+            else:
+                self._f = open(self.path, "w", encoding="utf-8", newline="")
+                csv.writer(self._f, lineterminator="\n").writerow(prediction_header(k))
+                self._f.flush()
         except OSError as e:
             raise DarknetError(f"cannot write: {e.strerror}", self.path) from None
         self._w = csv.writer(self._f, lineterminator="\n")
-        self._w.writerow(prediction_header(k))
-        self._f.flush()
+
+    def _resume(self) -> None:
+        """Keep the rows of an earlier (interrupted) run: their outcomes, rebuilt from the columns."""
+        from .validate import ImageOutcome
+
+        with open(self.path, "rb") as f:
+            data = f.read()
+        keep = data[: data.rfind(b"\n") + 1]  # a partial last line (a hard kill mid-row) is dropped
+        rows = list(csv.reader(io.StringIO(keep.decode("utf-8", "replace"))))
+        k = self.k
+        if not rows or rows[0] != prediction_header(k):
+            raise DarknetError(f"--skip-existing: the file's header is not this run's (-t {k}); give the same -t "
+                               "or another --out", self.path)
+        for n, r in enumerate(rows[1:], start=2):
+            try:
+                ranked = tuple(int(v) for v in r[3:3 + k] if v != "")
+                probs = tuple(float(v) for v in r[3 + k:3 + 2 * k] if v != "")
+                self.previous.append(ImageOutcome(r[0], int(r[1]), ranked, probs, error=r[-1] or None))
+            except (ValueError, IndexError):
+                raise DarknetError("--skip-existing: not a predictions.csv row", self.path, line=n) from None
+        self._f = open(self.path, "r+", encoding="utf-8", newline="")
+        self._f.truncate(len(keep))
+        self._f.seek(len(keep))
 
     def write(self, outcome) -> None:
         self._w.writerow(prediction_row(outcome, self.k, self.names))

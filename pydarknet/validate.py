@@ -298,7 +298,8 @@ class Views:
 
 
 def run_validation(engine, paths: list[str], *, mode: str, label_of, classes: int, k: int, batch: int = 32,
-                   workers: int = 0, on_image=None, reorder=None, preprocess: Preprocessing | None = None):
+                   workers: int = 0, on_image=None, reorder=None, preprocess: Preprocessing | None = None,
+                   metrics: Metrics | None = None):
     """Validate on ``paths`` with ``engine`` (any engine: ``spec``, ``infer``); call ``on_image(outcome,
     metrics)`` after each image, in list order.
 
@@ -317,7 +318,7 @@ def run_validation(engine, paths: list[str], *, mode: str, label_of, classes: in
         raise DarknetError(f"{mode} resizes the network per image, which needs a fully convolutional network "
                            f"(layer {fixing.index} is a {fixing.kind} layer)", spec.path)
     reorder = reorder or (lambda probs: probs)
-    metrics = Metrics(classes=classes, k=k)
+    metrics = metrics if metrics is not None else Metrics(classes=classes, k=k)  # given: counts to go on from
     pending: list = []  # prepared images waiting for a batched forward pass
     pending_views = [0]  # their network inputs
 
@@ -433,19 +434,32 @@ class Validation:
 
 def validate_data(engine, plan: ValidationPlan, *, mode: str = "valid", k: int, batch: int = 32, workers: int = 0,
                   threads: int | None = None, on_image=None, describe: dict | None = None,
-                  partial_on_interrupt: bool = False) -> Validation:
+                  partial_on_interrupt: bool = False, done=()) -> Validation:
     """darknet's ``classifier valid`` family with ``engine`` on ``plan`` (``plan_validation``: the images, their
     labels, the class order and normalisation). ``on_image(outcome, metrics)`` is called after each image.
     ``describe`` adds entries to the summary (cfg, weights, ...). ``partial_on_interrupt``: Ctrl-C ends the run
-    with what was done so far, its summary saying ``"partial": true`` (else KeyboardInterrupt propagates)."""
+    with what was done so far, its summary saying ``"partial": true`` (else KeyboardInterrupt propagates). ``done``: ImageOutcomes of an earlier run of the same list (its
+    predictions.csv); their images are not run again but counted, as if this run had done them."""
     import time
 
     from .pipeline import inference_threads
 
     resolved, paths, label_of, problems = plan.resolved, plan.paths, plan.label_of, plan.problems
 
-    outcomes: list = []
-    latest = [Metrics(classes=resolved.classes, k=k)]
+    from .output import safe_text
+
+    seeded = Metrics(classes=resolved.classes, k=k)
+    outcomes: list = list(done)
+    for o in outcomes:
+        if o.error is not None:
+            seeded.skipped += 1
+        else:
+            seeded.add(o.label, list(o.ranked))
+    listed = len(paths)
+    if outcomes:
+        seen = {o.path for o in outcomes}
+        paths = [p for p in paths if safe_text(p) not in seen]
+    latest = [seeded]
 
     def each(outcome, metrics):
         outcomes.append(outcome)
@@ -459,14 +473,15 @@ def validate_data(engine, plan: ValidationPlan, *, mode: str = "valid", k: int, 
         with inference_threads(engine, workers, threads):
             metrics = run_validation(engine, paths, mode=mode, label_of=label_of, classes=resolved.classes, k=k,
                                      batch=batch, workers=workers, on_image=each, reorder=resolved.reorder,
-                                     preprocess=resolved.preprocess)
+                                     preprocess=resolved.preprocess, metrics=seeded)
     except KeyboardInterrupt:
         if not partial_on_interrupt:
             raise
         partial, metrics = True, latest[0]
     seconds = time.perf_counter() - start
-    summary = {"mode": mode, **(describe or {}), "list": plan.list_path, "images_listed": len(paths),
+    summary = {"mode": mode, **(describe or {}), "list": plan.list_path, "images_listed": listed,
                **({"partial": True, "images_done": len(outcomes)} if partial else {}),
+               **({"resumed_from": len(done)} if done else {}),
                "images_read": metrics.read,
                "skipped": metrics.skipped + len(problems), "unlabelled": metrics.unlabelled,
                "top1": metrics.top1_acc, f"top{k}": metrics.topk_acc, "k": k, "classes": resolved.classes,

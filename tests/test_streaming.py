@@ -194,6 +194,15 @@ def test_valid_out_streams_predictions_and_marks_partial_summary(tmp_path, small
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["partial"] is True and summary["images_done"] == 4 and summary["images_read"] == 4
     assert (tmp_path / "r" / "confusion.png").is_file()
+    monkeypatch.setattr(V, "summed_probabilities", real)
+    code, out, err = run(capsys, "classifier", "valid", data, cfg, weights, "-q", "--batch", "1", "--out",
+                         tmp_path / "r", "--skip-existing")
+    assert code == 0, err
+    assert "4 images already in" in err and out.splitlines()[-1].startswith("9: top 1: ")  # counts go on
+    rows = list(csv.DictReader((tmp_path / "r" / "predictions.csv").open()))
+    assert [r["path"] for r in rows] == paths
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert "partial" not in summary and summary["images_read"] == 10 and summary["resumed_from"] == 4
 
 
 # -- item 9: Ctrl-C with worker processes ---------------------------------------------------------------
@@ -345,7 +354,8 @@ def test_valid_and_predict_flags_say_their_defaults():
     leaves = {"predict": sub["classifier"]._subparsers._group_actions[0].choices["predict"],
               "valid": sub["classifier"]._subparsers._group_actions[0].choices["valid"]}
     want = {"predict": ["-t", "--out", "--batch", "--workers", "--skip-existing", "--threads", "--preprocess"],
-            "valid": ["-t", "--list", "--labels-from", "--batch", "--workers", "--out", "--threads"]}
+            "valid": ["-t", "--list", "--labels-from", "--batch", "--workers", "--out", "--threads",
+                      "--skip-existing"]}
     for name, leaf in leaves.items():
         helps = {opt: a.help or "" for a in leaf._actions for opt in a.option_strings}
         for opt in want[name]:
