@@ -304,37 +304,74 @@ def cmd_classifier_valid(args: argparse.Namespace) -> int:
     from .pipeline import default_workers
 
     data = read_data_cfg(args.data)
+    k = args.t or data.top or 1
+    folder = bool(args.list) and os.path.isdir(args.list)
+    labels_from = args.labels_from or ("folder" if folder else "substring")
+    stream = None
+    if args.out:
+        from .reports import prepare_out_dir
+
+        prepare_out_dir(args.out)  # before the model loads and the first image
     model = _model(args)
     engine = _engine(args, model, None)
-    plan = V.plan_validation(model, engine.spec, data, list_path=args.list, labels_from=args.labels_from,
+    plan = V.plan_validation(model, engine.spec, data, list_path=args.list, labels_from=labels_from,
                              ground_truth=args.ground_truth, names=args.names)
     for warning in plan.warnings:
         print(f"pydarknet: warning: {warning}", file=sys.stderr)
     _loaded(engine, model, args.quiet)
     for p in plan.problems:
         print(f"pydarknet: warning: {p}", file=sys.stderr)
-    k = args.t or data.top or 1
-    with _valid_progress(args, len(plan.paths), k) as on_image:
-        run = V.validate_data(engine, plan, mode=args.verb, k=k, batch=args.batch, threads=args.threads,
-                              workers=default_workers() if args.workers is None else args.workers, on_image=on_image,
-                              describe={"cfg": model.cfg, "weights": model.weights, "device": args.device})
-    return _valid_report(args, run, plan.resolved.names, k)
+    if args.out:
+        from .reports import PredictionStream
+
+        stream = PredictionStream(args.out, k, plan.resolved.names, resume=args.skip_existing)
+        if stream.previous:
+            print(f"pydarknet: {len(stream.previous)} images already in {stream.path}, skipped", file=sys.stderr)
+    elif args.skip_existing:
+        raise DarknetError("--skip-existing needs --out DIR (its predictions.csv is continued)")
+    try:
+        todo = len(plan.paths) - (len(stream.previous) if stream is not None else 0)
+        with _valid_progress(args, todo, k, stream) as on_image:
+            run = V.validate_data(engine, plan, mode=args.verb, k=k, batch=args.batch, threads=args.threads,
+                                  workers=default_workers() if args.workers is None else args.workers,
+                                  on_image=on_image, partial_on_interrupt=True,
+                                  done=stream.previous if stream is not None else (),
+                                  describe={"cfg": model.cfg, "weights": model.weights, "device": args.device})
+    finally:
+        if stream is not None:
+            stream.close()
+    return _valid_report(args, run, plan.resolved.names, k, stream)
 
 
 @contextlib.contextmanager
-def _valid_progress(args: argparse.Namespace, total: int, k: int):
-    """darknet's per-image and running lines on stdout, a progress bar with the running accuracy on stderr."""
+def _valid_progress(args: argparse.Namespace, total: int, k: int, stream=None):
+    """darknet's per-image and running lines on stdout, a progress bar with the running accuracy on stderr.
+    When both go to a terminal the stdout lines go through tqdm.write, above the bar, not through it; each
+    outcome's row goes to ``stream`` (predictions.csv) as it comes."""
     from tqdm import tqdm
 
+    from .output import safe_text
+
     bar = tqdm(total=total, unit="img", disable=args.quiet or None, file=sys.stderr, dynamic_ncols=True)
+    above = not bar.disable and sys.stdout.isatty()
+    failed = [0]
+
+    def out(line: str) -> None:
+        if above:
+            tqdm.write(line, file=sys.stdout)
+        else:
+            sys.stdout.write(line + "\n")
 
     def on_image(o, m):
+        if stream is not None:
+            stream.write(o)
         if o.error is not None:
-            tqdm.write(f"pydarknet: error: {o.error}", file=sys.stderr)
+            failed[0] += 1
+            _report_error(failed[0], o.error, bar)
         else:
             if args.verb == "valid":
-                print(o.darknet_line())
-            print(m.running_line())
+                out(safe_text(o.darknet_line()))
+            out(m.running_line())
         bar.update(1)
         if m.read:
             bar.set_postfix_str(f"top-1 {m.top1_acc:.4f} top-{k} {m.topk_acc:.4f}", refresh=False)
@@ -343,15 +380,27 @@ def _valid_progress(args: argparse.Namespace, total: int, k: int):
         yield on_image
     finally:
         bar.close()
+        sys.stdout.flush()
 
 
-def _valid_report(args: argparse.Namespace, run, names: list[str], k: int) -> int:
+def _valid_report(args: argparse.Namespace, run, names: list[str], k: int, stream=None) -> int:
     m, summary = run.metrics, run.summary
     if args.out:
         from .reports import write_reports
 
-        for path in write_reports(args.out, m, run.outcomes, names, summary):
-            print(f"pydarknet: wrote {path}", file=sys.stderr)
+        notes: list[str] = []
+        written = write_reports(args.out, m, run.outcomes, names, summary, notes=notes,
+                                streamed=stream.path if stream is not None else None)
+        for note in notes:
+            print(f"pydarknet: {note}", file=sys.stderr)
+        if not run.partial:
+            for path in written:
+                print(f"pydarknet: wrote {path}", file=sys.stderr)
+    if run.partial:
+        where = f"; {args.out} holds the reports of these (summary.json: \"partial\": true)" if args.out else ""
+        print(f"pydarknet: interrupted: partial run, {summary['images_done']} of {summary['images_listed']} "
+              f"images done, top-1 {m.top1_acc:.6f}, top-{k} {m.topk_acc:.6f}{where}", file=sys.stderr)
+        return 130
     print(f"pydarknet: {m.read} images read, {summary['skipped']} skipped; top-1 {m.top1_acc:.6f}, "
           f"top-{k} {m.topk_acc:.6f}; {summary['images_per_second'] or 0:.1f} images/s", file=sys.stderr)
     return EXIT_SKIPPED if summary["skipped"] else 0
@@ -569,17 +618,28 @@ def build_parser() -> argparse.ArgumentParser:
         va.add_argument("data", help="darknet .data file (valid=, labels=, classes=, top=)")
         va.add_argument("cfg", help=".cfg file or zoo model name")
         va.add_argument("weights", nargs="?", help="weights file (zoo models: fetched)")
-        va.add_argument("-t", type=int, default=0, metavar="K", help="top K (default: the data file's top)")
-        va.add_argument("--list", help="image list to use instead of the data file's valid=")
-        va.add_argument("--labels-from", choices=("substring", "folder"), default="substring",
-                        help="substring: darknet's rule (a label found in the path); folder: the image's directory")
-        va.add_argument("--ground-truth", metavar="FILE", help="IMAGE LABEL lines giving each image's class")
+        va.add_argument("-t", type=int, default=0, metavar="K",
+                        help="top K accuracy besides top-1 (default: the data file's top=, else 1)")
+        va.add_argument("--list", metavar="FILE|DIR",
+                        help="image list to use instead of the data file's valid= (default: valid=, else "
+                             "data/train.list); a directory: every file under it, labelled by its folder")
+        va.add_argument("--labels-from", choices=("substring", "folder"), default=None,
+                        help="substring: darknet's rule (a label found in the path); folder: the image's "
+                             "directory (default: folder for a --list directory, else substring)")
+        va.add_argument("--ground-truth", metavar="FILE",
+                        help="IMAGE LABEL lines giving each image's class (default: none, --labels-from's rule)")
         _add_names_option(va)
-        va.add_argument("--batch", type=int, default=32, help="network inputs per forward pass")
+        va.add_argument("--batch", type=_positive_int, default=32,
+                        help="network inputs per forward pass (default: 32)")
         _add_threads_option(va)
-        va.add_argument("--workers", type=int, default=None, help="decoding processes")
-        va.add_argument("--out", metavar="DIR", help="write summary.json, predictions.csv, per_class.csv, "
-                                                    "confusion.csv/.png, confused_pairs.txt here")
+        va.add_argument("--workers", type=int, default=None,
+                        help="decoding processes (default: 0 on 1-2 cores, else up to 4)")
+        va.add_argument("--out", metavar="DIR",
+                        help="write summary.json, predictions.csv (streamed, a row per image as it is done), "
+                             "per_class.csv, confusion.csv/.png, confused_pairs.txt here (default: none)")
+        va.add_argument("--skip-existing", action="store_true",
+                        help="keep --out's predictions.csv rows, validate only the images not in it yet, and "
+                             "report on all (continues an interrupted run; default: off, rewritten)")
         _add_model_options(va)
         va.set_defaults(func=cmd_classifier_valid, verb=verb)
         LEAVES[("classifier", verb)] = va

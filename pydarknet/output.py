@@ -53,6 +53,13 @@ def check_output_file(out: str) -> None:
         raise DarknetError("cannot write: permission denied", out)
     if not os.path.exists(path) and not os.access(directory, os.W_OK | os.X_OK):
         raise DarknetError("cannot write: permission denied (the directory is not writable)", out)
+    existed = os.path.exists(path)
+    try:  # the real test (a read-only filesystem, an ACL): open it for appending, change nothing
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), 0o666))
+    except OSError as e:
+        raise DarknetError(f"cannot write: {e.strerror or e}", out) from None
+    if not existed:
+        os.unlink(path)
 
 
 def csv_header(top: int) -> list[str]:

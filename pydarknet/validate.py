@@ -262,8 +262,16 @@ class ImageOutcome:
 
 
 def read_image_list(path: str) -> tuple[list[str], list[str]]:
-    """The ``valid`` list: paths, and one problem line for each empty line (skipped). CRLF is fine."""
+    """The ``valid`` list: paths, and one problem line for each empty line (skipped). CRLF is fine. A
+    directory stands for every file under it (hidden ones left out), in sorted order."""
     from .atomic import read_text, split_lines
+
+    if os.path.isdir(path):
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+        return found, []
 
     lines = split_lines(read_text(path, "image list"))
     paths, problems = [], []
@@ -290,7 +298,8 @@ class Views:
 
 
 def run_validation(engine, paths: list[str], *, mode: str, label_of, classes: int, k: int, batch: int = 32,
-                   workers: int = 0, on_image=None, reorder=None, preprocess: Preprocessing | None = None):
+                   workers: int = 0, on_image=None, reorder=None, preprocess: Preprocessing | None = None,
+                   metrics: Metrics | None = None):
     """Validate on ``paths`` with ``engine`` (any engine: ``spec``, ``infer``); call ``on_image(outcome,
     metrics)`` after each image, in list order.
 
@@ -309,7 +318,7 @@ def run_validation(engine, paths: list[str], *, mode: str, label_of, classes: in
         raise DarknetError(f"{mode} resizes the network per image, which needs a fully convolutional network "
                            f"(layer {fixing.index} is a {fixing.kind} layer)", spec.path)
     reorder = reorder or (lambda probs: probs)
-    metrics = Metrics(classes=classes, k=k)
+    metrics = metrics if metrics is not None else Metrics(classes=classes, k=k)  # given: counts to go on from
     pending: list = []  # prepared images waiting for a batched forward pass
     pending_views = [0]  # their network inputs
 
@@ -339,20 +348,23 @@ def run_validation(engine, paths: list[str], *, mode: str, label_of, classes: in
                             (float(pred[0]), float(pred[1]) if classes > 1 else 0.0))
 
     norm = preprocess if preprocess is not None and preprocess.mean is not None else None
-    for item in prepared_images(paths, Views(mode, w, h, norm), workers):
-        _, path, arrs, err = item
-        if mode in RESIZES_NETWORK and arrs is not None:
-            flush()
-            probs = reorder(np.concatenate([engine.infer(v[None]) for v in arrs]))
-            outcome = _outcome(path, label_of(path), probs)
-            if on_image:
-                on_image(outcome, metrics)
-            continue
-        pending.append(item)
-        pending_views[0] += len(arrs) if arrs is not None else 0  # running count, not a sum per image
-        if pending_views[0] >= batch or len(pending) >= max(batch, 256):
-            flush()
-    flush()
+    items = prepared_images(paths, Views(mode, w, h, norm), workers)
+    try:
+        for _, path, arrs, err in items:
+            if mode in RESIZES_NETWORK and arrs is not None:
+                flush()
+                probs = reorder(np.concatenate([engine.infer(v[None]) for v in arrs]))
+                outcome = _outcome(path, label_of(path), probs)
+                if on_image:
+                    on_image(outcome, metrics)
+                continue
+            pending.append((_, path, arrs, err))
+            pending_views[0] += len(arrs) if arrs is not None else 0  # a running count, not a sum per image
+            if pending_views[0] >= batch or len(pending) >= max(batch, 256):
+                flush()
+        flush()
+    finally:
+        items.close()  # on an interrupt: the decoding workers are terminated now, not when collected
     return metrics
 
 
@@ -413,6 +425,7 @@ class Validation:
     outcomes: list
     summary: dict
     problems: list[str]
+    partial: bool = False  # interrupted: the first images only
 
     @property
     def skipped(self) -> int:
@@ -420,33 +433,58 @@ class Validation:
 
 
 def validate_data(engine, plan: ValidationPlan, *, mode: str = "valid", k: int, batch: int = 32, workers: int = 0,
-                  threads: int | None = None, on_image=None, describe: dict | None = None) -> Validation:
+                  threads: int | None = None, on_image=None, describe: dict | None = None,
+                  partial_on_interrupt: bool = False, done=()) -> Validation:
     """darknet's ``classifier valid`` family with ``engine`` on ``plan`` (``plan_validation``: the images, their
     labels, the class order and normalisation). ``on_image(outcome, metrics)`` is called after each image.
-    ``describe`` adds entries to the summary (cfg, weights, ...)."""
+    ``describe`` adds entries to the summary (cfg, weights, ...). ``partial_on_interrupt``: Ctrl-C ends the run
+    with what was done so far, its summary saying ``"partial": true`` (else KeyboardInterrupt propagates). ``done``: ImageOutcomes of an earlier run of the same list (its
+    predictions.csv); their images are not run again but counted, as if this run had done them."""
     import time
 
     from .pipeline import inference_threads
 
     resolved, paths, label_of, problems = plan.resolved, plan.paths, plan.label_of, plan.problems
 
-    outcomes: list = []
+    from .output import safe_text
+
+    seeded = Metrics(classes=resolved.classes, k=k)
+    outcomes: list = list(done)
+    for o in outcomes:
+        if o.error is not None:
+            seeded.skipped += 1
+        else:
+            seeded.add(o.label, list(o.ranked))
+    listed = len(paths)
+    if outcomes:
+        seen = {o.path for o in outcomes}
+        paths = [p for p in paths if safe_text(p) not in seen]
+    latest = [seeded]
 
     def each(outcome, metrics):
         outcomes.append(outcome)
+        latest[0] = metrics
         if on_image:
             on_image(outcome, metrics)
 
     start = time.perf_counter()
-    with inference_threads(engine, workers, threads):
-        metrics = run_validation(engine, paths, mode=mode, label_of=label_of, classes=resolved.classes, k=k,
-                                 batch=batch, workers=workers, on_image=each, reorder=resolved.reorder,
-                                 preprocess=resolved.preprocess)
+    partial = False
+    try:
+        with inference_threads(engine, workers, threads):
+            metrics = run_validation(engine, paths, mode=mode, label_of=label_of, classes=resolved.classes, k=k,
+                                     batch=batch, workers=workers, on_image=each, reorder=resolved.reorder,
+                                     preprocess=resolved.preprocess, metrics=seeded)
+    except KeyboardInterrupt:
+        if not partial_on_interrupt:
+            raise
+        partial, metrics = True, latest[0]
     seconds = time.perf_counter() - start
-    summary = {"mode": mode, **(describe or {}), "list": plan.list_path, "images_listed": len(paths),
+    summary = {"mode": mode, **(describe or {}), "list": plan.list_path, "images_listed": listed,
+               **({"partial": True, "images_done": len(outcomes)} if partial else {}),
+               **({"resumed_from": len(done)} if done else {}),
                "images_read": metrics.read,
                "skipped": metrics.skipped + len(problems), "unlabelled": metrics.unlabelled,
                "top1": metrics.top1_acc, f"top{k}": metrics.topk_acc, "k": k, "classes": resolved.classes,
                "seconds": seconds, "images_per_second": metrics.read / seconds if seconds else None,
                "batch": batch, "workers": workers}
-    return Validation(metrics, outcomes, summary, list(problems))
+    return Validation(metrics, outcomes, summary, list(problems), partial)
