@@ -438,9 +438,10 @@ def _param_groups(net, decay: float):
     return groups
 
 
-def train(s: TrainSettings, out=sys.stdout) -> str:
+def train(s: TrainSettings, out=None) -> str:
     """Train per the cfg's [net]; returns the final weights path. Checkpoints: <backup>/<cfg>_<epoch>.weights
     each epoch, <cfg>.backup every ``backup_every`` batches, <cfg>.weights at the end (all atomic)."""
+    out = out or sys.stdout  # the stdout of the moment (not of import time)
     import torch
 
     from .atomic import check_regular

@@ -202,7 +202,7 @@ def test_train_end_to_end(tmp_path):
     backup = tmp_path / "backup"
     checkpoints = ["c.backup", "c.weights"] + [f"c_{e}.weights" for e in range(1, 14)]
     assert sorted(p.name for p in backup.iterdir()) == sorted(  # each checkpoint with the model's facts beside it
-        ["c.chart.png", "c.log.csv"] + checkpoints + [f"{c}.json" for c in checkpoints])
+        [".pydarknet-train.lock", "c.chart.png", "c.log.csv"] + checkpoints + [f"{c}.json" for c in checkpoints])
     header, _ = read_weights(backup / "c.weights", load_specs(cfg))
     assert header.seen == 30 * 16
     rows = (backup / "c.log.csv").read_text().splitlines()
