@@ -421,6 +421,20 @@ def cmd_imagenet_prepare_val(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if missing else 0
 
 
+def _count_at_least(least: int):
+    """An argparse type: a whole number of at least ``least`` (train's counts)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {least}, not {text!r}")
+        return value
+
+    return parse
+
+
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     from .train import TrainSettings, train
     from .tuning import tune_process
@@ -661,24 +675,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr = verbs.add_parser("train", help="train from the cfg's [net] (darknet's classifier train)",
                           usage="pydarknet classifier train DATA CFG [WEIGHTS] [-clear] [options]")
     tr.add_argument("data", help="darknet .data file (train=, labels=, classes=, backup=, valid=)")
-    tr.add_argument("cfg", help="the network's .cfg")
+    tr.add_argument("cfg", help="the network's .cfg or a zoo model name")
     tr.add_argument("weights", nargs="?", help="start from these weights (a .backup file resumes)")
     tr.add_argument("-clear", "--clear", action="store_true", help="reset seen images and the batch count")
-    tr.add_argument("--resume", action="store_true", help="continue from <backup>/<cfg>.backup if present")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from the newest checkpoint in the backup directory (by images seen)")
     tr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    tr.add_argument("--workers", type=int, default=2, help="data loading processes")
-    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    tr.add_argument("--max-batches", type=int, default=None,
+    tr.add_argument("--workers", type=_count_at_least(0), default=2, help="data loading processes")
+    tr.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    tr.add_argument("--max-batches", type=_positive_int, default=None,
                     help="stop after batch N (the learning-rate policy keeps the cfg's max_batches)")
-    tr.add_argument("--backup-every", type=int, default=1000, help="write <cfg>.backup every N batches")
-    tr.add_argument("--valid-every", type=int, default=0, help="validate on the data file's valid list every N")
-    tr.add_argument("--valid-images", type=int, default=0, help="validate on the first N images only")
-    tr.add_argument("--chart-every", type=int, default=20, help="redraw <backup>/<cfg>.chart.png every N")
+    tr.add_argument("--backup-every", type=_positive_int, default=1000, help="write <cfg>.backup every N batches")
+    tr.add_argument("--valid-every", type=_count_at_least(0), default=0,
+                    help="validate on the data file's valid list every N (0: never)")
+    tr.add_argument("--valid-images", type=_count_at_least(0), default=0,
+                    help="validate on the first N images only (0: all)")
+    tr.add_argument("--chart-every", type=_count_at_least(0), default=20,
+                    help="redraw <backup>/<cfg>.chart.png every N (0: at the end only)")
     tr.add_argument("--labels-from", choices=("substring", "folder"), default="substring",
                     help="how an image's class is found: a label inside its path (darknet's rule) or its folder")
     tr.add_argument("--ground-truth", metavar="FILE", help="IMAGE LABEL lines giving each image's class")
     tr.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    tr.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one)")
+    tr.add_argument("--seed", type=_count_at_least(0), default=None, help="random seed (default: a fresh one)")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_classifier_train)
     LEAVES[("classifier", "train")] = tr

@@ -82,9 +82,17 @@ def _train_item(path: str, target: np.ndarray, size: int, aug: dict, rng: np.ran
     return augment(load_image(path), rng, size=size, **aug), target
 
 
+#: a worker that draws this many unreadable images in a row stops the training (with an error)
+MAX_CONSECUTIVE_FAILURES = 100
+
+
 class TrainImages:
-    """An endless stream of (image, multi-hot target) drawn at random with replacement, as darknet's
-    get_random_paths; each DataLoader worker (and each distributed rank) draws from its own generator."""
+    """An endless stream of (image, multi-hot target, failures, stop) drawn at random with replacement, as
+    darknet's get_random_paths; each DataLoader worker (and each distributed rank) draws from its own generator.
+
+    An unreadable image is skipped; its message travels with the next item (``failures``: one message per
+    line) so the main process warns once per path, even from worker processes. After
+    ``MAX_CONSECUTIVE_FAILURES`` failures in a row the stream yields one item with ``stop`` set."""
 
     def __init__(self, paths: list[str], targets: np.ndarray, size: int, aug: dict, seed: int):
         self.paths, self.targets, self.size, self.aug, self.seed = paths, targets, size, aug, seed
@@ -97,14 +105,30 @@ class TrainImages:
         wid = info.id if info is not None else 0
         rng = np.random.default_rng([self.seed, wid])
         n = len(self.paths)
+        failed: list[str] = []
+        run = 0
         while True:
             i = int(rng.integers(n))
             try:
                 x, t = _train_item(self.paths[i], self.targets[i], self.size, self.aug, rng)
             except DarknetError as e:
-                print(f"pydarknet: error: {e} (skipped)", file=sys.stderr)
+                failed.append(str(e))
+                run += 1
+                if run >= MAX_CONSECUTIVE_FAILURES:
+                    yield (torch.zeros(3, self.size, self.size), torch.from_numpy(np.zeros_like(self.targets[0])),
+                           "\n".join(failed), True)
+                    return
                 continue
-            yield torch.from_numpy(x), torch.from_numpy(t)
+            run = 0
+            yield torch.from_numpy(x), torch.from_numpy(t), "\n".join(failed), False
+            failed = []
+
+
+def _worker_init(_worker_id: int) -> None:
+    """Ctrl-C is the main process's to handle: a worker ignores SIGINT (no traceback from each worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_loader(dataset, batch: int, workers: int):
@@ -116,7 +140,39 @@ def make_loader(dataset, batch: int, workers: int):
             return iter(dataset)
 
     return iter(DataLoader(_Iterable(), batch_size=batch, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                           persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None))
+                           persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+                           worker_init_fn=_worker_init if workers > 0 else None))
+
+
+class Unreadable:
+    """The main process's record of unreadable training images: each reported once, counted at the end."""
+
+    def __init__(self, out=None):
+        self.seen: set[str] = set()
+        self.total = 0
+        self.out = out
+
+    def report(self, messages: list[str]) -> None:
+        for m in messages:
+            for line in m.split("\n"):
+                if not line:
+                    continue
+                self.total += 1
+                if line not in self.seen:
+                    self.seen.add(line)
+                    print(f"pydarknet: warning: {line} (skipped)", file=self.out or sys.stderr, flush=True)
+
+    def summary(self) -> None:
+        if self.seen:
+            print(f"pydarknet: warning: {len(self.seen)} training image(s) could not be read "
+                  f"({self.total} draw(s) skipped)", file=self.out or sys.stderr, flush=True)
+
+
+def read_train_list(path: str) -> list[str]:
+    """The ``train=`` list: one path per line, blank lines ignored (bounded read: a regular file only)."""
+    from .atomic import read_text, split_lines
+
+    return [p for p in (line.strip() for line in split_lines(read_text(path, "image list"))) if p]
 
 
 def multi_hot(paths: list[str], classes: int, label_of=None, labels: list[str] | None = None) -> np.ndarray:
@@ -163,20 +219,51 @@ CSV_FIELDS = ["batch", "epoch", "loss", "avg_loss", "rate", "seconds", "images",
 
 
 def append_csv(path: str, row: dict) -> None:
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow(row)
-        f.flush()
+    """One row appended to the training log; a failure (a full disk) is a DarknetError naming the log."""
+    try:
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+            f.flush()
+    except OSError as e:
+        raise DarknetError(f"cannot append to the training log: {e.strerror or e}", path) from None
 
 
 def read_csv(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if r.get("batch")]
+    from .atomic import read_text
+
+    text = read_text(path, "training log")
+    return [r for r in csv.DictReader(text.splitlines()) if r.get("batch")]
+
+
+def cut_csv(path: str, batch: int) -> list[dict]:
+    """The log without the rows after ``batch`` (a resumed run goes on from its checkpoint), rewritten
+    atomically; returns the rows kept."""
+    import io
+
+    from .atomic import atomic_write
+
+    rows = read_csv(path)
+    kept = [r for r in rows if _int(r.get("batch")) <= batch]
+    if len(kept) != len(rows):
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(kept)
+        atomic_write(path, buf.getvalue().encode())
+    return kept
+
+
+def _int(v) -> int:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return 0
 
 
 def draw_chart(rows: list[dict], path: str, title: str, k: int) -> None:
@@ -256,6 +343,78 @@ class TrainSettings:
     threads: int | None = None
 
 
+_COUNTS = {  # TrainSettings field -> (least value, flag)
+    "workers": (0, "--workers"), "backup_every": (1, "--backup-every"), "valid_every": (0, "--valid-every"),
+    "valid_images": (0, "--valid-images"), "chart_every": (0, "--chart-every"), "max_batches": (1, "--max-batches"),
+    "threads": (1, "--threads"), "seed": (0, "--seed"),
+}
+
+
+def check_settings(s: TrainSettings) -> None:
+    """Every count is a whole number in its range (None: the default), else one DarknetError naming the flag."""
+    for name, (least, flag) in _COUNTS.items():
+        v = getattr(s, name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise DarknetError(f"{flag} must be a whole number of at least {least}, not {v!r}")
+
+
+LOCK_NAME = ".pydarknet-train.lock"
+
+
+def lock_backup(backup: str) -> int:
+    """An exclusive lock on the backup directory for this run (a second trainer on it is refused instead of
+    overwriting the first one's checkpoints): the open descriptor, to close when the run ends."""
+    import fcntl
+
+    path = os.path.join(backup, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        raise DarknetError(f"cannot open the training lock: {e.strerror or e}", path) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        except OSError:
+            pid = "unknown"
+        os.close(fd)
+        raise DarknetError(f"the backup directory is in use by another training (pid {pid})", backup) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def checkpoint_seen(path: str) -> int:
+    """The ``seen`` in a weights file's header."""
+    from .atomic import read_bytes
+    from .weights import parse_header
+
+    return parse_header(read_bytes(path, "weights", limit=20), path).seen
+
+
+def newest_checkpoint(backup: str, base: str) -> tuple[str, int] | None:
+    """The checkpoint in ``backup`` with the most images seen: <cfg>.backup, <cfg>_N.weights, <cfg>_final.weights
+    or <cfg>.weights; (path, seen), or None when there is none. A file that cannot be read is passed over."""
+    import re
+
+    pattern = re.compile(rf"{re.escape(base)}(\.backup|_\d+\.weights|_final\.weights|\.weights)")
+    best = None
+    for name in sorted(os.listdir(backup)):
+        if not pattern.fullmatch(name):
+            continue
+        path = os.path.join(backup, name)
+        try:
+            seen = checkpoint_seen(path)
+        except DarknetError:
+            continue
+        if best is None or seen > best[1] or (seen == best[1] and os.path.getmtime(path) > os.path.getmtime(best[0])):
+            best = (path, seen)
+    return best
+
+
 def _dist():
     """(rank, world size, local rank) when launched by torchrun, else (0, 1, 0)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -279,20 +438,17 @@ def _param_groups(net, decay: float):
     return groups
 
 
-def train(s: TrainSettings, out=sys.stdout) -> str:
+def train(s: TrainSettings, out=None) -> str:
     """Train per the cfg's [net]; returns the final weights path. Checkpoints: <backup>/<cfg>_<epoch>.weights
     each epoch, <cfg>.backup every ``backup_every`` batches, <cfg>.weights at the end (all atomic)."""
+    out = out or sys.stdout  # the stdout of the moment (not of import time)
     import torch
-    import torch.nn.functional as F
-    from tqdm import tqdm
 
+    from .atomic import check_regular
     from .datacfg import read_data_cfg
-    from .engines.network import Network
-    from .model import Model, resolve
     from .specs import load_specs
-    from .validate import make_labeler, read_image_list
-    from .weights import read_weights_new_head
 
+    check_settings(s)
     rank, world, local_rank = _dist()
     if world > 1:
         import torch.distributed as dist
@@ -309,7 +465,14 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
     spec = load_specs(s.cfg)
     opts = spec.net
     base = os.path.splitext(os.path.basename(s.cfg))[0]
-    backup = data.backup or "/backup/"
+    if s.weights:
+        check_regular(s.weights, "weights")  # missing, a directory, a FIFO: one line, before anything is made
+    backup = data.backup
+    if not backup:
+        backup = "backup"
+        if rank == 0:
+            print(f"pydarknet: notice: {data.path} gives no backup=: checkpoints go to ./backup", file=sys.stderr)
+    lock_fd = None
     if rank == 0:
         try:
             os.makedirs(backup, exist_ok=True)
@@ -317,11 +480,34 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
             raise DarknetError(f"cannot create the backup directory: {e.strerror}", backup) from None
         if not os.access(backup, os.W_OK):
             raise DarknetError("the backup directory is not writable", backup)
+        lock_fd = lock_backup(backup)
+    try:
+        return _train(s, data, spec, opts, base, backup, rank, world, local_rank, out)
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+
+
+def _train(s, data, spec, opts, base, backup, rank, world, local_rank, out) -> str:
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from .engines.network import Network
+    from .model import Model, resolve
+    from .validate import make_labeler, read_image_list
+    from .weights import read_weights_new_head
+
+    if rank == 0:
         _remove_stale_temps(backup, base)
     weights = s.weights
+    resumed = None
     if s.resume and not weights:
-        candidate = os.path.join(backup, f"{base}.backup")
-        weights = candidate if os.path.exists(candidate) else None
+        resumed = newest_checkpoint(backup, base)
+        if resumed is None:
+            raise DarknetError(f"--resume: nothing to resume (no {base}.backup, {base}_N.weights or {base}.weights "
+                               "here); leave out --resume to start afresh", backup)
+        weights = resumed[0]
     seed = s.seed if s.seed is not None else int(time.time())
     torch.manual_seed(seed)  # the same initial weights on every rank
     net = Network(spec)
@@ -334,13 +520,18 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
             import warnings
 
             warnings.warn(DarknetWarning(note))
+        if note and seen:  # a new head is fine-tuning, not a continuation: its batch count starts at 0
+            if rank == 0:
+                print(f"pydarknet: notice: the head is re-initialised, so the batch count starts at 0 (the file's "
+                      f"{seen} images seen are not carried over)", file=sys.stderr)
+            seen = 0
     net.to(s.device).train()
     # the data file defines the classes the network learns (a weights file's own class order is retrained)
     resolved = resolve(Model(cfg=s.cfg, weights=weights), spec, data, need_labels=True)
     classes = resolved.classes
     if not data.train:
         raise DarknetError("has no 'train=' image list", data.path)
-    paths, problems = read_image_list(data.train)
+    paths = read_train_list(data.train)
     if not paths:
         raise DarknetError("the training list is empty", data.train)
     label_of, _ = make_labeler(resolved.labels, classes, paths, labels_from=s.labels_from,
@@ -356,6 +547,11 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
     max_batches = s.max_batches if s.max_batches is not None else opts.max_batches
     if not max_batches:
         raise DarknetError("[net] max_batches is 0: give max_batches= or --max-batches", s.cfg)
+    start_batch = seen // (batch_images * world)
+    if start_batch >= max_batches:
+        raise DarknetError(f"nothing left to train: the weights are at batch {start_batch} and training stops at "
+                           f"batch {max_batches} (-clear to start the count again, or a larger --max-batches)",
+                           weights)
     aug = dict(min_crop=opts.min_crop, max_crop=opts.max_crop, angle=opts.angle, aspect=opts.aspect, hue=opts.hue,
                saturation=opts.saturation, exposure=opts.exposure, center=opts.center)
     resizable = not spec.fixed_input
@@ -379,7 +575,18 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
     batches = loader_for(size)
     csv_path = os.path.join(backup, f"{base}.log.csv")
     chart_path = os.path.join(backup, f"{base}.chart.png")
-    history = read_csv(csv_path) if rank == 0 and seen else []
+    history = []
+    if rank == 0 and seen:
+        history = cut_csv(csv_path, seen // (batch_images * world))
+        if resumed and os.path.exists(chart_path):
+            draw_chart(history, chart_path, f"{base}: {seen // (batch_images * world)} batches", data.top or 1)
+    elif rank == 0 and os.path.exists(csv_path):  # a fresh start: a fresh log
+        history = cut_csv(csv_path, 0)
+    if rank == 0:
+        if resumed:
+            print(f"pydarknet: resuming from {resumed[0]} at batch {seen // (batch_images * world)} "
+                  f"({seen} images seen)", file=sys.stderr)
+        print(f"pydarknet: training log {csv_path}, chart {chart_path}", file=sys.stderr)
     k = data.top or 1
     valid_paths, valid_label_of = [], None
     if s.valid_every and data.valid and rank == 0:
@@ -393,6 +600,16 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
 
     def save(path: str) -> None:
         """A checkpoint as darknet writes it, with the model's facts beside it."""
+        if os.path.exists(path):
+            try:
+                theirs = checkpoint_seen(path)
+            except DarknetError:
+                theirs = -1
+            if theirs > seen:
+                import warnings
+
+                warnings.warn(DarknetWarning(f"{path}: overwriting weights that have seen more images ({theirs}) "
+                                             f"than this training ({seen})"))
         net.save_weights(path, seen=seen)
         write_sidecar(path, replace(facts, provenance={**facts.provenance, "seen": str(seen)}))
     batch_num = seen // (batch_images * world)
@@ -405,6 +622,8 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
                disable=s.quiet or rank != 0 or None, dynamic_ncols=True)
     count = 0
     final = os.path.join(backup, f"{base}.weights")
+    unreadable = Unreadable()
+    succeeded = 0
     try:
         while batch_num < max_batches:
             if opts.random and resizable and count % 40 == 0:
@@ -414,7 +633,15 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
             start = time.perf_counter()
             total = 0.0
             for sub in range(opts.subdivisions):
-                x, t = next(batches)
+                x, t, failures, stop = next(batches)
+                unreadable.report(failures)
+                if bool(stop.any()):
+                    if not succeeded and not bool((~stop).any()):
+                        raise DarknetError(f"none of the listed images could be read ({len(unreadable.seen)} "
+                                           "tried)", data.train)
+                    raise DarknetError(f"{MAX_CONSECUTIVE_FAILURES} images in a row could not be read: stopping",
+                                       data.train)
+                succeeded += x.shape[0]
                 x, t = x.to(s.device, non_blocking=True), t.to(s.device, non_blocking=True)
                 sync = world == 1 or sub == opts.subdivisions - 1
                 ctx = model.no_sync() if not sync else _null()
@@ -447,6 +674,8 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
             if valid_paths and (batch_num % s.valid_every == 0 or batch_num >= max_batches):  # and the final weights
                 top1, topk = _validate(net, valid_paths, valid_label_of, resolved, k, s.device)
                 row.update(top1=f"{top1:.6f}", topk=f"{topk:.6f}")
+                print(f"validation at batch {batch_num}: top-1 {top1:.6f}, top-{k} {topk:.6f} "
+                      f"({len(valid_paths)} images)", file=out, flush=True)
             append_csv(csv_path, row)
             history.append(row)
             bar.update(1)
@@ -463,6 +692,8 @@ def train(s: TrainSettings, out=sys.stdout) -> str:
             draw_chart(history, chart_path, f"{base}: {batch_num} batches", k)
     finally:
         bar.close()
+        if rank == 0:
+            unreadable.summary()
         if world > 1:
             import torch.distributed as dist
 

@@ -202,7 +202,7 @@ def test_train_end_to_end(tmp_path):
     backup = tmp_path / "backup"
     checkpoints = ["c.backup", "c.weights"] + [f"c_{e}.weights" for e in range(1, 14)]
     assert sorted(p.name for p in backup.iterdir()) == sorted(  # each checkpoint with the model's facts beside it
-        ["c.chart.png", "c.log.csv"] + checkpoints + [f"{c}.json" for c in checkpoints])
+        [".pydarknet-train.lock", "c.chart.png", "c.log.csv"] + checkpoints + [f"{c}.json" for c in checkpoints])
     header, _ = read_weights(backup / "c.weights", load_specs(cfg))
     assert header.seen == 30 * 16
     rows = (backup / "c.log.csv").read_text().splitlines()
@@ -337,8 +337,9 @@ def test_sigkill_never_leaves_a_broken_checkpoint(tmp_path):
     rng = random.Random(7)
     last_seen = 0
     for attempt in range(8):
+        resume = ["--resume"] if attempt else []  # --resume with nothing to resume is an error
         proc = subprocess.Popen([sys.executable, "-m", "pydarknet", "classifier", "train", str(data), str(cfg),
-                                 "--resume", "--backup-every", "1", "--chart-every", "0", "-q", "--workers", "0",
+                                 *resume, "--backup-every", "1", "--chart-every", "0", "-q", "--workers", "0",
                                  "--threads", "1", "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         # let it pass start-up, then kill at a random moment
