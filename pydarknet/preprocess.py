@@ -22,13 +22,64 @@ def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return idx, frac, scale
 
 
+#: every byte's float: to_float_chw's ``v / 255`` in float32 (image.to_float_chw), as a lookup table
+_U8_TO_F32 = np.arange(256, dtype=F32) / F32(255)
+
+
+def _is_rgb8(im: np.ndarray) -> bool:
+    return im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3
+
+
+def _resize_rgb8(im8: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int, h: int) -> np.ndarray:
+    """resize_image of the (virtual) image ``im8[rows][:, cols]``, from uint8 (H, W, 3): gathers only the
+    rows and columns the two passes read, converts only those to float, then does resize_image's float32
+    operations in its order, so the result is bit-exact with ``resize_image(to_float_chw(...))``."""
+    ih, iw = len(rows), len(cols)
+    if w <= 0 or h <= 0:
+        return np.zeros((3, max(h, 0), max(w, 0)), F32)
+    ix, dx, _ = _axis_weights(iw, w)
+    last_col = np.arange(w) == w - 1
+    if iw == 1:
+        last_col[:] = True
+    ix0 = np.where(last_col, iw - 1, ix)
+    ix1 = np.minimum(ix0 + 1, iw - 1)
+    iy, dy, _ = _axis_weights(ih, h)
+    iy = np.minimum(iy, ih - 1)
+    second = np.arange(h) != h - 1
+    if ih == 1:
+        second[:] = False
+    iy1 = np.minimum(iy + 1, ih - 1)
+    need_r = np.unique(np.concatenate([iy, iy1[second]]))
+    need_c = np.unique(np.concatenate([ix0, ix1]))
+    sub = im8[rows[need_r]][:, cols[need_c]]                      # uint8, only what is read
+    f = _U8_TO_F32[np.ascontiguousarray(sub.transpose(2, 0, 1))]  # (3, r, c) float32
+    l0, l1 = np.searchsorted(need_c, ix0), np.searchsorted(need_c, ix1)
+    part = (F32(1) - dx) * f[:, :, l0] + dx * f[:, :, l1]
+    part[:, :, last_col] = f[:, :, np.searchsorted(need_c, [iw - 1])]
+    r0, r1 = np.searchsorted(need_r, iy), np.searchsorted(need_r, iy1)
+    out = (F32(1) - dy)[None, :, None] * part[:, r0, :]
+    if second.any():
+        sel = np.nonzero(second)[0]
+        out[:, sel, :] += dy[sel][None, :, None] * part[:, r1[sel], :]
+    return out
+
+
+def _full(n: int) -> np.ndarray:
+    return np.arange(n)
+
+
 def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
     """Darknet's two-pass bilinear resize to ``w`` x ``h``.
+
+    ``im`` is (C, H, W) float, or the decoded (H, W, 3) uint8 (``image.decode_rgb8``): then only the pixels
+    the resize reads are converted (no full-size float copy), with the same result bit for bit.
 
     NOTE: matches resize_image (src/image.c): first along x, where the last column copies the source's
     last column; then along y as ``(1-dy)*row[iy]`` plus ``dy*row[iy+1]`` except on the last row. Not PIL's
     or OpenCV's bilinear (those sample at pixel centres).
     """
+    if _is_rgb8(im):
+        return _resize_rgb8(im, _full(im.shape[0]), _full(im.shape[1]), w, h)
     c, ih, iw = im.shape
     if w <= 0 or h <= 0:
         return np.zeros((c, max(h, 0), max(w, 0)), F32)
@@ -73,8 +124,9 @@ def letterbox_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
 
     NOTE: matches letterbox_image (src/image.c): the new size uses integer division, the fill is .5, and
     the offset is (w-new_w)/2, (h-new_h)/2. What ``classifier predict`` and ``classify`` feed the network.
+    Takes (C, H, W) float or (H, W, 3) uint8 (see resize_image).
     """
-    c, ih, iw = im.shape
+    c, ih, iw = (3,) + im.shape[:2] if _is_rgb8(im) else im.shape
     if F32(w) / F32(iw) < F32(h) / F32(ih):
         new_w, new_h = w, (ih * w) // iw
     else:
@@ -95,30 +147,41 @@ def crop_image(im: np.ndarray, dx: int, dy: int, w: int, h: int) -> np.ndarray:
 
 def center_crop_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
     """center_crop_image (src/image.c): the centred square of side min(w, h) of the image, resized to w x h.
-    What ``classifier valid`` feeds the network."""
+    What ``classifier valid`` feeds the network. Takes (C, H, W) float or (H, W, 3) uint8: then the crop is
+    index arithmetic and only the pixels the resize reads are converted (bit-exact, see resize_image)."""
+    if _is_rgb8(im):
+        ih, iw = im.shape[:2]
+        m = min(iw, ih)
+        rows = np.clip(np.arange(m) + (ih - m) // 2, 0, ih - 1)
+        cols = np.clip(np.arange(m) + (iw - m) // 2, 0, iw - 1)
+        return _resize_rgb8(im, rows, cols, w, h)
     _, ih, iw = im.shape
     m = min(iw, ih)
     return resize_image(crop_image(im, (iw - m) // 2, (ih - m) // 2, m, m), w, h)
 
 
 def resize_min(im: np.ndarray, min_side: int) -> np.ndarray:
-    """resize_min (src/image.c): scale so the shorter side is ``min_side`` (integer arithmetic)."""
-    _, h, w = im.shape
+    """resize_min (src/image.c), on (C, H, W) float or (H, W, 3) uint8: scale so the shorter side is ``min_side`` (integer arithmetic)."""
+    h, w = im.shape[:2] if _is_rgb8(im) else im.shape[1:]
     if w < h:
         nh, nw = (h * min_side) // w, min_side
     else:
         nw, nh = (w * min_side) // h, min_side
-    return im if (nw, nh) == (w, h) else resize_image(im, nw, nh)
+    if (nw, nh) == (w, h):
+        return _U8_TO_F32[np.ascontiguousarray(im.transpose(2, 0, 1))] if _is_rgb8(im) else im
+    return resize_image(im, nw, nh)
 
 
 def resize_max(im: np.ndarray, max_side: int) -> np.ndarray:
-    """resize_max (src/image.c): scale so the longer side is ``max_side`` (integer arithmetic)."""
-    _, h, w = im.shape
+    """resize_max (src/image.c), on (C, H, W) float or (H, W, 3) uint8: scale so the longer side is ``max_side`` (integer arithmetic)."""
+    h, w = im.shape[:2] if _is_rgb8(im) else im.shape[1:]
     if w > h:
         nh, nw = (h * max_side) // w, max_side
     else:
         nw, nh = (w * max_side) // h, max_side
-    return im if (nw, nh) == (w, h) else resize_image(im, nw, nh)
+    if (nw, nh) == (w, h):
+        return _U8_TO_F32[np.ascontiguousarray(im.transpose(2, 0, 1))] if _is_rgb8(im) else im
+    return resize_image(im, nw, nh)
 
 
 def flip_image(im: np.ndarray) -> np.ndarray:
