@@ -49,9 +49,10 @@ def check_output_file(out: str) -> None:
         raise DarknetError("cannot write: is a directory", out)
     if not os.path.isdir(directory):
         raise DarknetError("cannot write: the directory does not exist", out)
-    if os.path.exists(path) and not os.access(path, os.W_OK):
+    eff = os.access in os.supports_effective_ids  # the user the writes will run as (setuid, seteuid)
+    if os.path.exists(path) and not os.access(path, os.W_OK, effective_ids=eff):
         raise DarknetError("cannot write: permission denied", out)
-    if not os.path.exists(path) and not os.access(directory, os.W_OK | os.X_OK):
+    if not os.path.exists(path) and not os.access(directory, os.W_OK | os.X_OK, effective_ids=eff):
         raise DarknetError("cannot write: permission denied (the directory is not writable)", out)
     existed = os.path.exists(path)
     try:  # the real test (a read-only filesystem, an ACL): open it for appending, change nothing

@@ -4,9 +4,11 @@ scripts/make_test_data.py from ../shared), darknet's reference cfgs and data (De
 the C darknet skip with a reason where they are absent; CI has both."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from functools import lru_cache
@@ -34,6 +36,38 @@ ZOO_CFG = ROOT / "pydarknet" / "cfgs"
 need_reference = pytest.mark.skipif(not (REFERENCE_CFG / "tiny.cfg").is_file(),
                                     reason=f"darknet's cfgs not found at {REFERENCE} (apt install darknet, or set "
                                            "PYDARKNET_REFERENCE)")
+
+
+@pytest.fixture
+def unprivileged(tmp_path):
+    """A context manager under which file modes bind, even when the tests run as root (as in CI's container):
+    as root it switches the effective user to nobody (65534) for the block and opens tmp_path's directories to
+    others for reading meanwhile; otherwise it does nothing. The real uid stays 0, so the switch back works."""
+    if os.geteuid() != 0:
+        yield contextlib.nullcontext
+        return
+    opened = []
+    for d in [tmp_path, *tmp_path.parents]:
+        mode = d.stat().st_mode
+        if mode & 0o005 != 0o005:
+            opened.append((d, stat.S_IMODE(mode)))
+            d.chmod(stat.S_IMODE(mode) | 0o005)
+
+    @contextlib.contextmanager
+    def block():
+        os.setegid(65534)
+        os.seteuid(65534)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+
+    try:
+        yield block
+    finally:
+        for d, mode in opened:
+            d.chmod(mode)
 
 
 def sha256(path: Path) -> str:

@@ -442,12 +442,12 @@ def test_cache_under_a_regular_file_is_one_clear_error(srv, tmp_path):
     assert srv.log == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through a read-only mode")
-def test_read_only_cache_is_one_clear_error(srv, cache):
+def test_read_only_cache_is_one_clear_error(srv, cache, unprivileged):
     srv.routes["/f"] = lambda h, s: serve(h, PAYLOAD)
     cache.chmod(0o555)
     try:
-        out = within(5, get, [srv.url("/f")], cache / "f.bin")
+        with unprivileged():
+            out = within(5, get, [srv.url("/f")], cache / "f.bin")
     finally:
         cache.chmod(0o755)
     assert str(out["error"]) == (f"{cache}: cannot write to the cache directory: Permission denied "

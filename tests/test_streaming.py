@@ -271,8 +271,7 @@ def test_bad_output_location_is_one_error_before_anything(tmp_path, small, capsy
     assert code == 2 and stdout == "" and err.count("\n") == 1 and "report" in err, err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_read_only_output_directory_is_refused(tmp_path, small, capsys):
+def test_read_only_output_directory_is_refused(tmp_path, small, capsys, unprivileged):
     cfg, weights = small
     paths = images(tmp_path / "imgs", 1)
     ro = tmp_path / "ro"
@@ -281,7 +280,8 @@ def test_read_only_output_directory_is_refused(tmp_path, small, capsys):
     try:
         listing = tmp_path / "list.txt"
         listing.write_text(paths[0] + "\n")
-        code, _, err = run(capsys, "classify", cfg, weights, "--list", listing, "--out", ro / "o.csv")
+        with unprivileged():
+            code, _, err = run(capsys, "classify", cfg, weights, "--list", listing, "--out", ro / "o.csv")
         assert code == 2 and "permission denied" in err and err.count("\n") == 1
     finally:
         ro.chmod(0o700)
