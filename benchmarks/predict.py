@@ -297,7 +297,9 @@ def bench_batch(models, weights, images, interactive, args, env, quiet, tmp) -> 
         for workers in args.workers:
             base = py + ["classifier", "predict", "imagenet1k", cfg, w, "--workers", str(workers), "-q"]
             out1 = os.path.join(tmp, "one.csv")
-            cmd1 = base + ["--list", one, "--out", out1, "--batch", str(args.batch[0])]
+            # the start-up run must use the engine of the full run: a one-image list would pick the NumPy
+            # engine (no torch import), and the steady rate would then be charged with torch's import
+            cmd1 = base + ["--list", one, "--out", out1, "--batch", str(args.batch[0]), "--engine", "torch"]
             run_proc(cmd1, env=env, cwd=tmp)  # warm-up
             quiet(f"batch start-up {name} workers={workers}")
             sr = [run_proc(cmd1, env=env, cwd=tmp) for _ in range(max(3, args.repeat))]
