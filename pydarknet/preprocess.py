@@ -30,6 +30,17 @@ def _is_rgb8(im: np.ndarray) -> bool:
     return im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3
 
 
+def float_chw(im: np.ndarray) -> np.ndarray:
+    """The (C, H, W) float32 image of either form: a decoded (H, W, 3) uint8 image converted (``v/255``, as
+    image.to_float_chw), a float image as it is."""
+    return _U8_TO_F32[np.ascontiguousarray(im.transpose(2, 0, 1))] if _is_rgb8(im) else im
+
+
+def image_hw(im: np.ndarray) -> tuple[int, int]:
+    """(height, width) of a (C, H, W) float or (H, W, 3) uint8 image."""
+    return im.shape[:2] if _is_rgb8(im) else im.shape[1:]
+
+
 def _resize_rgb8(im8: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int, h: int) -> np.ndarray:
     """resize_image of the (virtual) image ``im8[rows][:, cols]``, from uint8 (H, W, 3): gathers only the
     rows and columns the two passes read, converts only those to float, then does resize_image's float32
@@ -162,25 +173,25 @@ def center_crop_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
 
 def resize_min(im: np.ndarray, min_side: int) -> np.ndarray:
     """resize_min (src/image.c), on (C, H, W) float or (H, W, 3) uint8: scale so the shorter side is ``min_side`` (integer arithmetic)."""
-    h, w = im.shape[:2] if _is_rgb8(im) else im.shape[1:]
+    h, w = image_hw(im)
     if w < h:
         nh, nw = (h * min_side) // w, min_side
     else:
         nw, nh = (w * min_side) // h, min_side
     if (nw, nh) == (w, h):
-        return _U8_TO_F32[np.ascontiguousarray(im.transpose(2, 0, 1))] if _is_rgb8(im) else im
+        return float_chw(im)
     return resize_image(im, nw, nh)
 
 
 def resize_max(im: np.ndarray, max_side: int) -> np.ndarray:
     """resize_max (src/image.c), on (C, H, W) float or (H, W, 3) uint8: scale so the longer side is ``max_side`` (integer arithmetic)."""
-    h, w = im.shape[:2] if _is_rgb8(im) else im.shape[1:]
+    h, w = image_hw(im)
     if w > h:
         nh, nw = (h * max_side) // w, max_side
     else:
         nw, nh = (w * max_side) // h, max_side
     if (nw, nh) == (w, h):
-        return _U8_TO_F32[np.ascontiguousarray(im.transpose(2, 0, 1))] if _is_rgb8(im) else im
+        return float_chw(im)
     return resize_image(im, nw, nh)
 
 
