@@ -152,6 +152,9 @@ def _check_png_complete(f, size: int, name: str) -> None:
 
 #: a marker inside or after entropy-coded data: 0xFF (fill bytes allowed) then neither a stuffed 0x00 nor
 #: a restart marker (RSTn lives inside the scan)
+#: the most scans a JPEG may have: encoders write 1 (baseline) or about 10 (progressive); each scan is a pass
+#: over the whole image, so thousands of tiny scans make a small file that decodes for minutes
+MAX_JPEG_SCANS = 100
 _SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
 _FF = re.compile(rb"\xff")
 
@@ -165,6 +168,7 @@ def _check_jpeg_complete(f, size: int, name: str) -> None:
         return DarknetError(f"truncated JPEG: the file ends ({size:,} bytes) {where} before its EOI marker", name)
 
     pos = 2
+    scans = 0
     while True:
         f.seek(pos)
         head = f.read(4)
@@ -192,6 +196,9 @@ def _check_jpeg_complete(f, size: int, name: str) -> None:
         if pos > size:
             raise truncated(f"inside its {_JPEG_MARKERS.get(marker, f'0x{marker:02X}')} segment")
         if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise DarknetError(f"JPEG with more than {MAX_JPEG_SCANS} scans (a decompression bomb?)", name)
             end = _find(f, pos, size, _SCAN_END)
             if end is None:
                 raise truncated("inside the compressed data")
@@ -225,6 +232,20 @@ def _find(f, pos: int, size: int, pattern: re.Pattern, block: int = 1 << 20) -> 
 def _webp_animated(head: bytes) -> bool:
     """The VP8X header's animation flag (OpenCV 4.6's WebP reader refuses such files)."""
     return head[12:16] == b"VP8X" and len(head) > 20 and bool(head[20] & 0x02)
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a WebP's first chunk header, or None. Checked against the pixel cap before Pillow
+    opens the file: its WebP reader makes libwebp's decoder (and its canvas) when it opens."""
+    kind = head[12:16]
+    if kind == b"VP8X" and len(head) >= 30:
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if kind == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        return (int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF)
+    if kind == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
 
 
 # -- opening: identify among the formats read, header only -----------------------------------------------
@@ -294,7 +315,7 @@ def _check_pixels(w: int, h: int, name: str) -> None:
         raise DarknetError(f"image has no pixels ({w}x{h})", name)
     cap = max_pixels()
     if w * h > cap:
-        raise DarknetError(f"image is {w}x{h} = {w * h / 1e6:.1f} Mpx, over the limit of {cap / 1e6:.1f} Mpx "
+        raise DarknetError(f"image is {w}x{h} ({w * h:,} pixels), over the limit of {cap:,} pixels "
                            f"({IMAGE_BYTES_PER_PIXEL} bytes a pixel {_raise_hint()})", name)
     pillow = Image.MAX_IMAGE_PIXELS
     if pillow and w * h > 2 * pillow:  # Pillow's DecompressionBombError level, as the second net
@@ -314,8 +335,13 @@ def _decode(f, size: int, name: str) -> np.ndarray:
         _check_png_complete(f, size, name)
     elif kind == "JPEG":
         _check_jpeg_complete(f, size, name)
-    elif kind == "WEBP" and _webp_animated(head):
-        raise DarknetError("animated WebP: darknet's OpenCV reader cannot read it (extract a frame as PNG)", name)
+    elif kind == "WEBP":
+        if _webp_animated(head):
+            raise DarknetError("animated WebP: darknet's OpenCV reader cannot read it (extract a frame as PNG)",
+                               name)
+        size_wh = _webp_size(head)
+        if size_wh:
+            _check_pixels(*size_wh, name)
     f.seek(0)
     im = _open(f, name, head)
     try:
