@@ -276,6 +276,8 @@ def _open(f, name: str, head: bytes):
             continue
         except OSError as e:
             raise _decode_error(e, fmt, name) from None
+        except Image.DecompressionBombError as e:  # a GIF frame larger than its screen, found at open
+            raise DarknetError(f"refused as a decompression bomb: {e}", name) from None
     f.seek(0)
     for magic, kind in _UNSUPPORTED_STB.items():
         if head.startswith(magic):
@@ -305,6 +307,8 @@ def _decode_error(e: Exception, fmt: str, name: str) -> DarknetError:
     text = str(e) or type(e).__name__
     if "truncat" in text.lower() or isinstance(e, EOFError):
         return DarknetError(f"truncated {fmt} file: {text}", name)
+    if text.startswith("decoder error"):
+        return DarknetError(f"corrupt {fmt} data ({text})", name)
     return DarknetError(f"cannot decode {fmt} image: {text}", name)
 
 
@@ -348,8 +352,8 @@ def _decode(f, size: int, name: str) -> np.ndarray:
         fmt = im.format or "image"
         w, h = im.size
         _check_pixels(w, h, name)
-        convert = _plan(im, f, name)
         try:
+            convert = _plan(im, f, name)
             im.seek(0)
             im.load()
             return convert(im)
@@ -490,6 +494,40 @@ def _orient(a: np.ndarray, orientation) -> np.ndarray:
            7: lambda x: np.rot90(x, 2).transpose(1, 0, 2), 8: lambda x: np.rot90(x, 1)}
     op = ops.get(orientation if isinstance(orientation, int) else 1)
     return a if op is None else np.ascontiguousarray(op(a))
+
+
+def quiet_codec_messages() -> bool:
+    """Stop Pillow's libtiff from printing its warnings and errors on stderr (its default handlers do), and
+    Pillow's plugins' log records (logging's last-resort handler prints them): the failures still reach
+    pydarknet as exceptions, one error line each. Process-wide, so the ``pydarknet`` command calls it, the
+    library does not. True when a libtiff was found (Linux: /proc/self/maps)."""
+    import ctypes
+    import logging
+
+    pil_log = logging.getLogger("PIL")
+    if not pil_log.handlers:
+        pil_log.addHandler(logging.NullHandler())
+
+    from PIL import _imaging  # noqa: F401 - loads Pillow's codecs
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/" in line and os.path.basename(
+                line.split()[-1]).startswith("libtiff")}
+    except OSError:
+        return False
+    done = False
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+            for setter in (lib.TIFFSetWarningHandler, lib.TIFFSetErrorHandler):
+                setter.restype = ctypes.c_void_p
+                setter.argtypes = [ctypes.c_void_p]
+                setter(None)
+            done = True
+        except (OSError, AttributeError):
+            continue
+    return done
 
 
 # -- pixels --------------------------------------------------------------------------------------------

@@ -482,12 +482,15 @@ def test_uint8_path_is_bit_exact_on_the_golden_images_and_darknets_inputs(manife
 
 
 @pytest.fixture()
-def tiny(tmp_path, capsys):
+def tiny(tmp_path):
+    import pydarknet
+    import torch
+
     cfg = tmp_path / "tiny.cfg"
     cfg.write_text(TINY)
     weights = tmp_path / "tiny.weights"
-    assert main(["init", str(cfg), str(weights)]) == 0
-    capsys.readouterr()
+    torch.manual_seed(0)
+    pydarknet.load_network(cfg).save_weights(weights)
     return cfg, weights
 
 
@@ -534,3 +537,19 @@ def test_cli_in_a_list_only_the_image_over_the_cap_is_skipped(capsys, tiny, tmp_
     # several images on the command line: the same
     code, out, err = cli(capsys, "classify", cfg, weights, folder / "0.png", big, folder / "1.png")
     assert code == 3 and out.count(":\n") == 2 and str(big) in err
+
+
+def test_cli_a_corrupt_compressed_tiff_is_one_line_on_stderr(capfd, tiny, tmp_path):
+    """libtiff prints its own warnings on stderr (fd 2) unless told not to: the command silences them."""
+    cfg, weights = tiny
+    buf = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(buf, "TIFF", compression="tiff_lzw")
+    data = bytearray(buf.getvalue())
+    data[8:400] = bytes(range(256)) + bytes(136)  # the LZW strip's codes scrambled
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(bytes(data))
+    capfd.readouterr()
+    code = main(["classify", str(cfg), str(weights), str(bad), "-q"])
+    out, err = capfd.readouterr()
+    assert code == 2 and out == ""
+    assert err.splitlines() == [err.strip()] and err.startswith(f"pydarknet: error: {bad}: corrupt TIFF"), err
