@@ -54,8 +54,11 @@ from .errors import DarknetError
 STB_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "TGA", "PSD", "PPM"}
 #: what only darknet's OpenCV build reads, decoded by OpenCV's rules (see the module docstring)
 OPENCV_FORMATS = {"WEBP", "TIFF"}
-#: the Pillow plugins tried, in this order (the format names their factories register)
-_PLUGINS = ("BMP", "GIF", "JPEG", "PPM", "PNG", "WEBP", "TIFF", "PSD", "TGA")
+#: the Pillow plugins tried, in this order: format name -> its plugin module (imported when first reached, so
+#: a JPEG never imports the TIFF reader)
+_PLUGINS = {"BMP": "BmpImagePlugin", "GIF": "GifImagePlugin", "JPEG": "JpegImagePlugin", "PPM": "PpmImagePlugin",
+            "PNG": "PngImagePlugin", "WEBP": "WebPImagePlugin", "TIFF": "TiffImagePlugin", "PSD": "PsdImagePlugin",
+            "TGA": "TgaImagePlugin"}
 _UNSUPPORTED_STB = {b"#?RADIANCE": "Radiance HDR", b"#?RGBE": "Radiance HDR", b"\x53\x80\xf6\x34": "Softimage PIC"}
 _READS = "JPEG, PNG, BMP, GIF, TGA, PSD, PNM, WebP or TIFF"
 
@@ -251,20 +254,23 @@ def _webp_size(head: bytes) -> tuple[int, int] | None:
 # -- opening: identify among the formats read, header only -----------------------------------------------
 
 
-def _plugins():
-    from PIL import (BmpImagePlugin, GifImagePlugin, Image, JpegImagePlugin, PngImagePlugin,  # noqa: F401
-                     PpmImagePlugin, PsdImagePlugin, TgaImagePlugin, TiffImagePlugin, WebPImagePlugin)
-
-    return Image
-
-
 def _open(f, name: str, head: bytes):
     """The Pillow image of the first format among ``_PLUGINS`` whose header parses (nothing decoded yet).
 
     Image.open would run Pillow's decompression-bomb check before the pixel cap could name the limit that
-    binds; so the plugins are tried here as Image.open tries them, restricted to the formats read."""
-    Image = _plugins()
-    for fmt in _PLUGINS:
+    binds; so the plugins are tried here as Image.open tries them (``Image.OPEN``, the registry plugins
+    register in), restricted to the formats read."""
+    import importlib
+
+    from PIL import Image
+
+    for fmt, module in _PLUGINS.items():
+        try:
+            importlib.import_module(f"PIL.{module}")
+        except ImportError:  # a Pillow built without this codec
+            continue
+        if fmt not in Image.OPEN:
+            continue
         factory, accept = Image.OPEN[fmt]
         ok = True if accept is None else accept(head)
         if not ok or isinstance(ok, str):
@@ -335,11 +341,8 @@ def _decode(f, size: int, name: str) -> np.ndarray:
                            "truncated file would pass for a whole one); set it back to False", name)
     head = f.read(32)
     kind = _sniff(head)
-    if kind == "PNG":
-        _check_png_complete(f, size, name)
-    elif kind == "JPEG":
-        _check_jpeg_complete(f, size, name)
-    elif kind == "WEBP":
+    complete = {"PNG": _check_png_complete, "JPEG": _check_jpeg_complete}.get(kind)
+    if kind == "WEBP":
         if _webp_animated(head):
             raise DarknetError("animated WebP: darknet's OpenCV reader cannot read it (extract a frame as PNG)",
                                name)
@@ -347,11 +350,18 @@ def _decode(f, size: int, name: str) -> np.ndarray:
         if size_wh:
             _check_pixels(*size_wh, name)
     f.seek(0)
-    im = _open(f, name, head)
+    try:
+        im = _open(f, name, head)  # the header only
+    except DarknetError:
+        if complete:  # a header cut short: say so
+            complete(f, size, name)
+        raise
     try:
         fmt = im.format or "image"
         w, h = im.size
-        _check_pixels(w, h, name)
+        _check_pixels(w, h, name)  # before the structure walk, which reads the whole file
+        if complete:
+            complete(f, size, name)
         try:
             convert = _plan(im, f, name)
             im.seek(0)
