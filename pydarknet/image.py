@@ -473,23 +473,25 @@ def _tiff_plan(im, name: str):
     orientation = tags.get(_ORIENTATION, 1)
     mode = im.mode
 
-    def convert(im):
+    def strip(im):
         if mode.startswith("I;16"):
             a = (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
             if photometric == 0:  # min-is-white: libtiff inverts; Pillow's 16-bit modes do not
                 a = 255 - a
-            rgb = np.repeat(a[:, :, None], 3, axis=2)
-        elif mode == "RGBA" and extra and extra[0] == 2:  # unassociated alpha: libtiff premultiplies
+            return np.repeat(a[:, :, None], 3, axis=2)
+        if mode == "RGBA" and extra and extra[0] == 2:  # unassociated alpha: libtiff premultiplies
             a = np.asarray(im)
-            rgb = ((a[:, :, :3].astype(np.uint16) * a[:, :, 3:4] + 127) // 255).astype(np.uint8)
-        elif mode == "CMYK":  # libtiff's putRGBcontig8bitCMYKtile
+            return ((a[:, :, :3].astype(np.uint16) * a[:, :, 3:4] + 127) // 255).astype(np.uint8)
+        if mode == "CMYK":  # libtiff's putRGBcontig8bitCMYKtile
             a = np.asarray(im).astype(np.uint16)
             k = 255 - a[:, :, 3:4]
-            rgb = ((255 - a[:, :, :3]) * k // 255).astype(np.uint8)
-        elif mode in ("I", "F", "I;16S") or mode.startswith("I;32"):
+            return ((255 - a[:, :, :3]) * k // 255).astype(np.uint8)
+        return _rgb8(im, False)
+
+    def convert(im):
+        if mode in ("I", "F", "I;16S") or mode.startswith("I;32"):
             raise DarknetError(f"TIFF of mode {mode} is not read by darknet's OpenCV", name)
-        else:
-            rgb = pil_to_rgb8(im)
+        rgb = _by_strips(im, strip)
         # Pillow >= 10 applies the Orientation tag itself while loading (and then drops the tag); older
         # versions leave it to the caller
         return rgb if im.tag_v2.get(_ORIENTATION) != orientation else _orient(rgb, orientation)
@@ -548,14 +550,41 @@ def _blinn_8x8(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ((t + (t >> 8)) >> 8).astype(np.uint8)
 
 
+#: rows converted at a time: Pillow's tobytes (behind np.asarray) holds its output twice while it joins it,
+#: so a whole 40 Mpx picture would cost 6 more bytes a pixel; strips of about 4 MiB cost nothing
+_STRIP_BYTES = 4 << 20
+
+
+def _by_strips(im, fn) -> np.ndarray:
+    """``fn`` (a PIL image -> (h, W, 3) uint8) applied to horizontal strips of ``im``, into one array."""
+    w, h = im.size
+    rows = max(1, _STRIP_BYTES // max(1, 4 * w))
+    if h <= rows:
+        return np.ascontiguousarray(fn(im))
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, rows):
+        with im.crop((0, y, w, min(h, y + rows))) as part:
+            out[y:y + rows] = fn(part)
+    return out
+
+
 def pil_to_rgb8(im) -> np.ndarray:
     """A loaded PIL image -> (H, W, 3) uint8 by stb_image's rules (see the module docstring)."""
+    shift = False
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        shift = True
+    elif im.mode == "I":  # 32-bit: 16-bit samples widened (PNM, some PNG readers), else values already 0..255
+        shift = im.format == "PPM" or (im.getextrema()[1] or 0) > 255
+    return _by_strips(im, lambda part: _rgb8(part, shift))
+
+
+def _rgb8(im, shift16: bool) -> np.ndarray:
+    """pil_to_rgb8 of one strip (``shift16``: keep the high byte of 16-bit samples)."""
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit samples: stbi__convert_16_to_8 keeps the high byte (PIL's convert('L') would clip).
         a = np.asarray(im, dtype=np.uint32)
-        a = (a >> 8).astype(np.uint8) if mode != "I" or a.max(initial=0) > 255 or im.format == "PPM" \
-            else a.astype(np.uint8)
+        a = (a >> 8).astype(np.uint8) if shift16 else a.astype(np.uint8)
         return np.repeat(a[:, :, None], 3, axis=2)
     if mode == "CMYK":
         # stb_image (Adobe CMYK JPEG): R = blinn(C, K) on the stored, inverted samples; Pillow un-inverts.
