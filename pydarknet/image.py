@@ -62,9 +62,9 @@ _PLUGINS = {"BMP": "BmpImagePlugin", "GIF": "GifImagePlugin", "JPEG": "JpegImage
 _UNSUPPORTED_STB = {b"#?RADIANCE": "Radiance HDR", b"#?RGBE": "Radiance HDR", b"\x53\x80\xf6\x34": "Softimage PIC"}
 _READS = "JPEG, PNG, BMP, GIF, TGA, PSD, PNM, WebP or TIFF"
 
-#: What one decoded pixel may cost, in bytes, for the pixel cap: a decode peaks near 10 bytes a pixel
-#: (Pillow's 4-byte RGB store, the uint8 array, a channel copy), training's augmentation a few more (its
-#: zero-bordered uint8 copy), and up to 4 decoding workers run at once; the rest is headroom. 100 bytes a
+#: What one decoded pixel may cost, in bytes, for the pixel cap: a decode peaks near 7 bytes a pixel
+#: (Pillow's 4-byte RGB store and the 3-byte array; measured 299 MiB for 42.75 Mpx), training's augmentation
+#: 3 more (its zero-bordered uint8 copy), and up to 4 decoding workers run at once; the rest is headroom. 100 bytes a
 #: pixel gives 42.9 Mpx under the default budget of 4 GiB, half of Pillow's 89.5 Mpx warning level.
 IMAGE_BYTES_PER_PIXEL = 100
 #: the largest image file read: this fraction of the memory budget (1 GiB under the default 4 GiB)
