@@ -72,7 +72,27 @@ def small_budget():
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """One directory for the module: every example rewrites its few files in place."""
-    return tmp_path_factory.mktemp("fuzz")
+    path = tmp_path_factory.mktemp("fuzz")
+    _warm_up(path)
+    return path
+
+
+def _warm_up(tmp: Path) -> None:
+    """Import what the examples use and run one tiny network on every engine, so that no example's time
+    (the deadline) or memory growth includes PyTorch's import or its first-call set-up."""
+    from PIL import Image
+
+    import pydarknet.cli  # noqa: F401
+    import pydarknet.train  # noqa: F401
+    import pydarknet.validate  # noqa: F401
+
+    Image.init()
+    cfg = tmp / "warm.cfg"
+    cfg.write_text("[net]\nwidth=4\nheight=4\nchannels=3\n[convolutional]\nfilters=2\nsize=3\npad=1\n"
+                   "batch_normalize=1\n[maxpool]\nsize=2\nstride=2\n[connected]\noutput=3\n[softmax]\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg_pipeline(cfg, 0)
 
 
 # -- the property ----------------------------------------------------------------------------------------
