@@ -1,7 +1,7 @@
 """Issue 10, "How it is checked": fuzzing every parser in CI.
 
 One hypothesis test per parser (cfg, weights header and body, .data files, image lists and label files, the
-model-facts sidecar, image headers), each with at least 2,000 examples, and two tests of the command line
+model-facts sidecar, an earlier run's outputs resumed by --skip-existing, image headers), each with at least 2,000 examples, and two tests of the command line
 (a fraction of that). Inputs are structured-but-mutated: cfgs from a grammar of darknet's sections, keys
 and values, darknet's own cfgs with bytes edited, valid weights files and images with their header fields
 bent, .data files naming odd files, lists with odd lines. The property, per example: the call returns a sane
@@ -792,6 +792,76 @@ def test_fuzz_model_facts(work, seed, noise):
 
 
 # ===========================================================================================================
+# an earlier run's outputs (--skip-existing): predict's CSV/JSON/JSON Lines, valid's predictions.csv
+
+
+def _output_seeds(tmp: Path) -> dict[str, bytes]:
+    """Valid files of each kind, as a run writes them (the JSON array both closed and cut by a kill)."""
+    from pydarknet.output import ResultWriter
+    from pydarknet.predict import ImageResult, Prediction
+    from pydarknet.reports import PredictionStream
+    from pydarknet.validate import ImageOutcome
+
+    results = [ImageResult("img/a.png", (Prediction(3, "cat", 0.5), Prediction(1, "dog", 0.25))),
+               ImageResult("caf\u00e9 b.jpg", (Prediction(0, "a,b", 1.0),)), ImageResult("c.png", (), "no such file")]
+    seeds = {}
+    for ext in ("csv", "json", "jsonl"):
+        out = tmp / f"seed.{ext}"
+        w = ResultWriter(str(out), 2)
+        for r in results:
+            w.write(r)
+        w.close()
+        seeds[ext] = out.read_bytes()
+    seeds["json_cut"] = seeds["json"][:-2]
+    d = tmp / "seed_valid"
+    stream = PredictionStream(str(d), 2, ["a", "b", "c", "d"])
+    for o in (ImageOutcome("x/a.png", 1, (1, 0), (0.75, 0.25), (0.25, 0.75)), ImageOutcome("y.png", -1, (), (), error="bad")):
+        stream.write(o)
+    stream.close()
+    seeds["predictions"] = (d / "predictions.csv").read_bytes()
+    return seeds
+
+
+@pytest.fixture(scope="module")
+def output_seeds(work):
+    class Seeds(dict):
+        def __repr__(self):
+            return "<output seeds>"
+
+    return Seeds(_output_seeds(work))
+
+
+def resume_output(path: Path, kind: str) -> None:
+    from pydarknet.output import ResultWriter
+    from pydarknet.reports import PredictionStream
+
+    if kind == "predictions":
+        stream = PredictionStream(str(path.parent), 2, ["a", "b", "c", "d"], resume=True)
+        assert all(-1 <= len(o.ranked) <= 2 for o in stream.previous)
+        stream.close()
+    else:
+        w = ResultWriter(str(path), 2, skip_existing=True)
+        assert all(isinstance(p, (str, type(None))) or p is not None for p in w.done)
+        w.close()
+
+
+@FUZZ
+@given(seed=SEEDS, noise=NOISE, kind=st.sampled_from(["csv", "json", "json_cut", "jsonl", "predictions"]))
+def test_fuzz_resume_outputs(work, output_seeds, seed, noise, kind):
+    r = random.Random(seed)
+    data = mutate(r, output_seeds[kind], (r.choice([0, 1]), r.choice([1, 2]), r.choice([2, 4]))[noise])
+    if r.random() < 0.05:
+        data += r.choice([b"[" * 100000, b'"' + b"x" * 200000 + b'"\n', b"\x00\n", b"{}\n", b"[]\n", b"1\n"])
+    d = work / "resume"
+    d.mkdir(exist_ok=True)
+    path = d / ("predictions.csv" if kind == "predictions" else f"out.{kind.split('_')[0]}")
+    put(path, data)
+    _, err = bounded(resume_output, path, kind)
+    if err is not None:
+        assert_clean_error(err, [path])
+
+
+# ===========================================================================================================
 # image headers
 
 
@@ -1144,3 +1214,31 @@ def test_xnor_convolution_refused(work):
     assert (e.path, e.line) == (str(path), 7) and "xnor" in e.problem
     path.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=2\nxnor=0\n[softmax]\n")
     load_specs(path)
+
+
+@pytest.mark.parametrize("name,text", [
+    ("big.csv", "path,top1_index,top1_name,top1_prob,error\n\"" + "x" * 200000 + "\",1,a,0.5,\n"),
+    ("deep.jsonl", "[" * 100000 + "\n"),
+    ("deep.json", '[{"path": ' + "[" * 100000 + "]}\n]"),
+])
+def test_resume_of_a_damaged_output(work, name, text):
+    """--skip-existing on a damaged output: csv's field-size Error and json's RecursionError escaped."""
+    from pydarknet.output import ResultWriter
+
+    path = work / name
+    path.write_text(text)
+    e = _error(ResultWriter, str(path), 1, skip_existing=True)
+    assert e.path == str(path) and "--skip-existing" in e.problem
+
+
+@pytest.mark.parametrize("row", ['"' + "x" * 200000 + '",1,a,0,0.5,1,1,', "x.png,1,a,0,0.5"])
+def test_resume_of_a_damaged_predictions_csv(work, row):
+    """valid's predictions.csv: a field over csv's limit escaped as _csv.Error; a row short of columns was
+    read with another column as its error."""
+    from pydarknet.reports import PredictionStream, prediction_header
+
+    d = work / f"pred_{len(row)}"
+    d.mkdir()
+    (d / "predictions.csv").write_text(",".join(prediction_header(1)) + "\n" + row + "\n")
+    e = _error(PredictionStream, str(d), 1, ["a"], resume=True)
+    assert (e.path, e.line) == (str(d / "predictions.csv"), 2)
