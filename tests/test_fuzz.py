@@ -359,8 +359,9 @@ def check_spec(spec) -> None:
     spec.summary_line()
 
 
-#: a network this small also runs through the NumPy engine in the cfg test
-ENGINE_BYTES, ENGINE_BFLOPS = 4 << 20, 0.02
+#: a network this small also runs through the NumPy engine in the cfg test, and one this small through the
+#: two PyTorch engines too (kept small: their convolutions dominate the test's time)
+ENGINE_BYTES, ENGINE_BFLOPS, TORCH_BFLOPS = 4 << 20, 0.02, 0.002
 
 
 def cfg_pipeline(path: Path, seed: int):
@@ -389,8 +390,10 @@ def cfg_pipeline(path: Path, seed: int):
                 assert np.array_equal(loaded[s.index][name], params[s.index][name]), (s.index, name)
     x = np.random.default_rng(seed).random((1, *spec.input_shape), dtype=np.float32)
     outs = []
-    for make in (lambda: NumpyEngine(spec, params), lambda: _torch_network(spec, params),
-                 lambda: TorchEngine.from_network(_torch_network(spec, params))):
+    engines = [lambda: NumpyEngine(spec, params)]
+    if spec.bflops <= TORCH_BFLOPS:
+        engines += [lambda: _torch_network(spec, params), lambda: TorchEngine.from_network(_torch_network(spec, params))]
+    for make in engines:
         try:
             out = make().infer(x)
         except DarknetError as e:
@@ -398,6 +401,22 @@ def cfg_pipeline(path: Path, seed: int):
             continue
         assert out.shape == (1, spec.outputs) and out.dtype == np.float32 and np.isfinite(out).all()
         outs.append(out)
+    if not spec.fixed_input:  # darknet's resize_network (validfull, validmulti): another input size
+        rng = np.random.default_rng(seed + 1)
+        w, h = (int(v) for v in rng.integers(1, 40, 2))
+        try:
+            resized = spec.at_size(w, h)
+            check_spec(resized)
+            resized.check_memory()
+        except DarknetError as e:
+            assert e.path == spec.path, e
+        else:
+            x = rng.random((1, spec.input_shape[0], h, w), dtype=np.float32)
+            try:
+                out = NumpyEngine(spec, params).infer(x)
+                assert out.shape == (1, resized.outputs) and np.isfinite(out).all()
+            except DarknetError as e:
+                assert e.path == spec.path and "NaN or Inf" in e.problem, e
     return spec, outs[0] if outs else None
 
 
