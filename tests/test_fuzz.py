@@ -330,13 +330,16 @@ def mutated_real_cfg(r: random.Random, noise: int) -> bytes:
 
 
 def random_params(spec, seed: int):
-    """Finite arrays for every layer's layout (variances positive): what a weights file could hold."""
+    """Finite arrays for every layer's layout (variances positive): what a weights file could hold. One
+    network in eight has huge (still finite) weights, whose products overflow float32: the engines must say
+    so (engines.nonfinite_error), never return NaN or Inf."""
     rng = np.random.default_rng(seed)
+    scale = np.float32(1e30 if seed % 8 == 0 else 0.5)
     params = {}
     for s in spec.layers:
         arrays = {}
         for name, shape in s.layout():
-            a = rng.standard_normal(shape).astype(np.float32) * np.float32(0.5)
+            a = rng.standard_normal(shape).astype(np.float32) * scale
             arrays[name] = np.abs(a) + np.float32(0.5) if name == "rolling_variance" else a
         if arrays:
             params[s.index] = arrays
@@ -544,7 +547,7 @@ def check_weights_file(path: Path, spec, valid=None, upto=None) -> None:
     got, err = bounded(read_weights, path, spec, upto=upto)
     if err is not None:
         assert_clean_error(err, allowed)
-        assert valid is None or upto is not None, f"a valid file was refused: {err}"
+        assert valid is None, f"a valid file was refused: {err}"
     else:
         header, params = got
         check_params(params, spec.layers if upto is None else spec.layers[:upto])
