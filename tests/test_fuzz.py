@@ -19,6 +19,7 @@ test's example count (a longer local hunt: ``PYDARKNET_FUZZ_EXAMPLES=50000 pytes
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -699,7 +700,9 @@ def test_fuzz_data_file(work, side_files, head_spec, seed, noise, outputs):
 LIST_LINES = [b"", b" ", b"\r", b"\t", b"img/a.png", b"/abs/b.jpg", b"x" * 5000, b"\xff\xfe", b"\x00", b"a\x00b",
               "caf\u00e9/\u2028.png".encode(), b"\xed\xa0\x80", b"\xef\xbb\xbfbom.png", b"#", b"# c", b"a b",
               b"a,1", b"a --1", "a \u00b2".encode(), "a \u0663".encode(), b"a 99999999999999", b"a " + b"9" * 5000,
-              b"a -0", b"a 3", b"a 0", b"a 1_0", b"\f", b"x.png 0", b"img/a.png c", b"a,,b", b"\x85", b"\v"]
+              b"a -0", b"a 3", b"a 0", b"a 1_0", b"\f", b"x.png 0", b"img/a.png c", b"a,,b", b"\x85", b"\v",
+              b"ILSVRC2012_val_00000001.JPEG n01751748", b"x.JPEG,n01440764", "v.JPEG n\u0660\u0661234567".encode(),
+              b"v.JPEG n0175174", b"v.JPEG n01751748\x0cn01440764"]
 
 
 def list_bytes(r: random.Random, noise: int) -> bytes:
@@ -716,40 +719,66 @@ def list_bytes(r: random.Random, noise: int) -> bytes:
     return mutate(r, data, (0, 1, 3)[noise])
 
 
-def lists_pipeline(path: Path, labels: list[str], minimum: int | None):
-    """Every reader of a list: valid's and train's image lists, --list, label lists, ground truth."""
+def list_readers(labels: list[str], minimum: int | None):
+    """Every reader of a list, each on its own (one reader's refusal must not hide another's crash): valid's
+    and train's image lists, --list, label lists (with darknet's substring labeler on the paths), valid's
+    --ground-truth, imagenet prepare-val's --ground-truth. Each returns None or raises DarknetError."""
     from pydarknet.cli import _read_list
+    from pydarknet.imagenet import file_truth
     from pydarknet.train import read_train_list
 
-    p = os.fspath(path)
-    paths, problems = read_image_list(p)
-    assert all(x and x == x.strip() for x in paths)
-    assert all("\n" not in q for q in problems)
-    assert read_train_list(p) == _read_list(p) == paths
-    names = read_label_list(p, minimum=minimum)
-    assert minimum is None or len(names) >= minimum
-    labeler = SubstringLabeler(names)
-    for x in paths[:20]:
-        assert -1 <= labeler(x) < max(len(names), 1)
-    label_of = ground_truth_labeler(p, labels)
-    for x in paths[:20]:
-        assert -1 <= label_of(x) < len(labels)
+    def image_list(p):
+        paths, problems = read_image_list(p)
+        assert all(x and x == x.strip() for x in paths)
+        assert all("\n" not in q for q in problems)
+        assert read_train_list(p) == _read_list(p) == paths
+
+    def label_list(p):
+        names = read_label_list(p, minimum=minimum)
+        assert minimum is None or len(names) >= minimum
+        labeler = SubstringLabeler(names)
+        for x in names[:20]:
+            assert -1 <= labeler(x) < max(len(names), 1)
+
+    def ground_truth(p):
+        label_of = ground_truth_labeler(p, labels)
+        assert -1 <= label_of("x.png") < len(labels)
+
+    def synset_truth(p):
+        with _limits(False):  # it reads the built-in ImageNet labels too
+            truth = file_truth(p)
+        assert all(re.fullmatch(r"n[0-9]{8}", v) for v in truth.values())
+
+    return [image_list, label_list, ground_truth, synset_truth]
 
 
 LABEL_SETS = [["a", "b", "c", "d"], ["0"], [], ["img", ""], [str(i) for i in range(12)]]
 
 
-def check_list_file(path: Path, labels: list[str], minimum: int | None, tight: bool) -> None:
+_NORMAL_LIMITS = dict(atomic.TEXT_LIMITS)
+
+
+@contextlib.contextmanager
+def _limits(tight: bool):
+    """atomic.TEXT_LIMITS as they are, or (``tight``) with small caps for the lists, reached by small files."""
     saved = dict(atomic.TEXT_LIMITS)
-    if tight:  # the size and line caps, reached with small files
-        atomic.TEXT_LIMITS.update({"image list": (4096, 64), "label list": (4096, 64)})
+    atomic.TEXT_LIMITS.clear()
+    atomic.TEXT_LIMITS.update(_NORMAL_LIMITS)
+    if tight:
+        atomic.TEXT_LIMITS.update({k: (4096, 64) for k in ("image list", "label list", "ground truth")})
     try:
-        _, err = bounded(lists_pipeline, path, labels, minimum)
+        yield
     finally:
         atomic.TEXT_LIMITS.clear()
         atomic.TEXT_LIMITS.update(saved)
-    if err is not None:
-        assert_clean_error(err, [path])
+
+
+def check_list_file(path: Path, labels: list[str], minimum: int | None, tight: bool) -> None:
+    for reader in list_readers(labels, minimum):
+        with _limits(tight):
+            _, err = bounded(reader, os.fspath(path))
+        if err is not None:
+            assert_clean_error(err, [path])
 
 
 @FUZZ
@@ -1264,3 +1293,22 @@ def test_resume_of_a_damaged_predictions_csv(work, row):
     (d / "predictions.csv").write_text(",".join(prediction_header(1)) + "\n" + row + "\n")
     e = _error(PredictionStream, str(d), 1, ["a"], resume=True)
     assert (e.path, e.line) == (str(d / "predictions.csv"), 2)
+
+
+def test_imagenet_ground_truth_file_is_read_bounded(work):
+    """prepare-val's --ground-truth was read with open().read(): invalid UTF-8 escaped as UnicodeDecodeError,
+    a FIFO blocked, /dev/zero grew without bound; \\d took other scripts' digits in a synset."""
+    from pydarknet.imagenet import file_truth
+
+    path = work / "truth.txt"
+    path.write_bytes(b"ILSVRC2012_val_00000001.JPEG n01751748\nILSVRC2012_val_00000002.JPEG \xff\n")
+    e = _error(file_truth, str(path))
+    assert (e.path, e.line) == (str(path), 2) and "UTF-8" in e.problem
+    path.write_text("v.JPEG n\u0660\u0661234567\n")
+    assert _error(file_truth, str(path)).line == 1
+    fifo = work / "truth.fifo"
+    os.mkfifo(fifo)
+    assert "FIFO" in _error(file_truth, str(fifo)).problem
+    assert "device" in _error(file_truth, "/dev/zero").problem
+    path.write_text("ILSVRC2012_val_00000001.JPEG n01751748\n")
+    assert file_truth(str(path)) == {"ILSVRC2012_val_00000001": "n01751748"}
