@@ -148,7 +148,7 @@ class ResultWriter:
             data = f.read()
         if self.kind == "json":
             rows = self._repair_json(data)
-            self.done = {r.get("path") for r in rows if isinstance(r, dict)}
+            self.done = {r["path"] for r in rows if isinstance(r, dict) and isinstance(r.get("path"), str)}
             self._f = open(self.out, "w", encoding="utf-8", newline="")
             self._f.write("[")
             for r in rows:  # rewritten as the stream writes them, then continued

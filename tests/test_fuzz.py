@@ -1312,3 +1312,14 @@ def test_imagenet_ground_truth_file_is_read_bounded(work):
     assert "device" in _error(file_truth, "/dev/zero").problem
     path.write_text("ILSVRC2012_val_00000001.JPEG n01751748\n")
     assert file_truth(str(path)) == {"ILSVRC2012_val_00000001": "n01751748"}
+
+
+def test_resume_of_a_json_output_whose_path_is_not_text(work):
+    """A .json output with a row whose "path" is a list raised TypeError (unhashable) on --skip-existing."""
+    from pydarknet.output import ResultWriter
+
+    path = work / "odd.json"
+    path.write_text('[\n{"path": "a.png", "predictions": [], "error": null}\n,\n{"path": [], "error": "x"}\n]\n')
+    w = ResultWriter(str(path), 1, skip_existing=True)
+    w.close()
+    assert w.done == {"a.png"}
