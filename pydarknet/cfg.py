@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -19,6 +20,10 @@ from .atomic import read_text, split_lines
 from .errors import DarknetError, DarknetWarning
 
 C_INT_MIN, C_INT_MAX = -(2 ** 31), 2 ** 31 - 1
+#: what C's atoi/atof read whole (ASCII digits only; Python's int() and float() also take '1_0', '\u0661' and
+#: '\uff13', which darknet reads as 1, 0 and 0: such a value must be refused, not read as another number)
+_C_INT = re.compile(r"[+-]?[0-9]+")
+_C_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.I)
 _WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
 
 
@@ -51,7 +56,7 @@ class Section:
         if raw is None:
             return default
         try:
-            value = int(raw, 10)
+            value = parse_c_int(raw)
         except ValueError:
             raise self.error(f"[{self.kind}] {key}={raw!r}: expected an integer", key) from None
         return self._c_int(key, raw, value)
@@ -67,7 +72,7 @@ class Section:
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = parse_c_float(raw)
         except ValueError:
             raise self.error(f"[{self.kind}] {key}={raw!r}: expected a number", key) from None
         if not math.isfinite(value):
@@ -82,7 +87,7 @@ class Section:
         if raw is None:
             return None
         try:
-            values = [int(v, 10) for v in raw.split(",")]
+            values = [parse_c_int(v) for v in raw.split(",")]
         except ValueError:
             raise self.error(f"[{self.kind}] {key}={raw!r}: expected comma-separated integers", key) from None
         return [self._c_int(key, raw, v) for v in values]
@@ -92,7 +97,7 @@ class Section:
         if raw is None:
             return None
         try:
-            values = [float(v) for v in raw.split(",")]
+            values = [parse_c_float(v) for v in raw.split(",")]
         except ValueError:
             raise self.error(f"[{self.kind}] {key}={raw!r}: expected comma-separated numbers", key) from None
         if not all(math.isfinite(v) for v in values):
@@ -105,6 +110,25 @@ class Section:
             if key not in self.used:
                 warnings.warn(DarknetWarning(f"{self.path}:{line}: unused key '{key}={value}' in [{self.kind}]"),
                               stacklevel=2)
+
+
+def parse_c_int(text: str) -> int:
+    """An integer as written in a darknet file: optional sign, ASCII digits (ValueError otherwise). A value
+    of more than 12 digits comes back as one past the C int range (its exact size does not matter and a
+    5,000-digit one is never converted)."""
+    if not _C_INT.fullmatch(text):
+        raise ValueError(text)
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 12:
+        return C_INT_MIN - 1 if text.startswith("-") else C_INT_MAX + 1
+    return int(text)
+
+
+def parse_c_float(text: str) -> float:
+    """A number as written in a darknet file: a decimal float or inf/nan, ASCII only (ValueError otherwise)."""
+    if not _C_FLOAT.fullmatch(text):
+        raise ValueError(text)
+    return float(text)
 
 
 def logical_lines(text: str):

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 
 from .atomic import read_text, split_lines
-from .cfg import logical_lines
+from .cfg import C_INT_MAX, logical_lines, parse_c_int
 from .errors import DarknetError
 
 LABELS_DIR = os.path.join(os.path.dirname(__file__), "labels")
@@ -72,9 +72,11 @@ def read_data_cfg(path: str | os.PathLike) -> DataConfig:
     for key, value in values.items():
         if key in _INT_KEYS:
             try:
-                typed[key] = int(value, 10)
+                typed[key] = parse_c_int(value)
             except ValueError:
                 raise DarknetError(f"{key}={value!r}: expected an integer", path, line=lines[key]) from None
+            if typed[key] > C_INT_MAX:
+                raise DarknetError(f"{key}={value}: out of range for darknet (a C int)", path, line=lines[key])
             if typed[key] <= 0:
                 raise DarknetError(f"{key}={value}: must be positive", path, line=lines[key])
         elif key in ("names", "labels", "train", "valid", "test", "backup"):

@@ -298,7 +298,7 @@ def _read_state(part: pathlib.Path) -> dict:
         return {}
     try:
         data = json.loads(read_bytes(path, "download record", max_bytes=64 << 10))
-    except (DarknetError, ValueError):
+    except (DarknetError, ValueError, RecursionError):  # a damaged record: start the download afresh
         return {}
     return data if isinstance(data, dict) else {}
 

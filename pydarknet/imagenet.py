@@ -16,12 +16,14 @@ import re
 import tarfile
 from typing import Iterator
 
-from .atomic import atomic_write
+from .atomic import atomic_write, read_bytes, read_text, split_lines
 from .datacfg import builtin_data
 from .errors import DarknetError
 
+#: an ILSVRC2012 bounding-box annotation is about 1 KB
+ANNOTATION_MAX_BYTES = 1 << 20
 VAL_NAME = re.compile(r"(ILSVRC2012_val_\d{8})\.(JPEG|jpeg|jpg)$")
-SYNSET = re.compile(r"n\d{8}$")
+SYNSET = re.compile(r"n[0-9]{8}$")  # ASCII digits (\d also takes other scripts' digits)
 
 
 def _xml_synset(text: str) -> str | None:
@@ -42,9 +44,9 @@ def annotations_truth(path: str) -> dict[str, str]:
     if os.path.isdir(path):
         for root, _, files in os.walk(path):
             for f in files:
-                if f.endswith(".xml"):
-                    with open(os.path.join(root, f), encoding="utf-8", errors="replace") as fh:
-                        add(f, fh.read())
+                if f.endswith(".xml"):  # bounded, a regular file only (a FIFO named .xml never blocks)
+                    add(f, read_bytes(os.path.join(root, f), "annotation", max_bytes=ANNOTATION_MAX_BYTES).decode(
+                        "utf-8", "replace"))
     else:
         try:
             with tarfile.open(path) as tar:
@@ -73,11 +75,8 @@ def file_truth(path: str) -> dict[str, str]:
         ordered = sorted(synsets)  # the package's indices follow the sorted-synset order
         return {os.path.splitext(k)[0]: ordered[int(v)] for k, v in by_index.items()}
     truth: dict[str, str] = {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise DarknetError(f"cannot read ground truth: {e.strerror}", path) from None
+    # bounded, a regular file only, invalid UTF-8 one error with its line; lines split as darknet's fgetl
+    lines = split_lines(read_text(path, "ground truth"))
     for n, line in enumerate(lines, start=1):
         parts = re.split(r"[,\s]+", line.strip())
         if not parts[0] or parts[0].startswith("#"):

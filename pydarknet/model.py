@@ -59,7 +59,7 @@ class Classes:
         if not isinstance(obj, dict):
             raise DarknetError("'classes' must be an object", where)
         if "builtin" in obj:
-            if obj["builtin"] not in BUILTIN:
+            if not isinstance(obj["builtin"], str) or obj["builtin"] not in BUILTIN:
                 raise DarknetError(f"unknown built-in class set {obj['builtin']!r} (known: {', '.join(BUILTIN)})",
                                    where)
             return cls.from_builtin(obj["builtin"])
@@ -200,8 +200,10 @@ def read_sidecar(weights: str | os.PathLike) -> ModelFacts | None:
         raise DarknetError(f"model facts file over {SIDECAR_MAX_BYTES >> 20} MiB", path)
     try:
         obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, or an integer of over 4,300 digits
         raise DarknetError(f"not valid JSON ({e})", path) from None
+    except RecursionError:
+        raise DarknetError("not valid JSON (nested too deeply)", path) from None
     return ModelFacts.from_json(obj, path)
 
 

@@ -99,6 +99,16 @@ def results_json(results: list[ImageResult]) -> str:
     return json.dumps([json_row(r) for r in results], indent=1) + "\n"
 
 
+def read_csv_rows(text: str, path: str) -> list[list[str]]:
+    """The rows of an earlier run's CSV file (``--skip-existing``); a field over the csv module's limit
+    (128 KiB: no row we write) or any other malformed CSV is one DarknetError naming the file and line."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        return list(reader)
+    except csv.Error as e:
+        raise DarknetError(f"--skip-existing: not a CSV file of results ({e})", path, line=reader.line_num) from None
+
+
 class ResultWriter:
     """Streams ImageResults to ``out`` (see the module's formats). With ``skip_existing`` an existing file is
     kept and continued: ``done`` holds the paths (as written) already in it, which the caller skips. Rows
@@ -138,7 +148,7 @@ class ResultWriter:
             data = f.read()
         if self.kind == "json":
             rows = self._repair_json(data)
-            self.done = {r.get("path") for r in rows if isinstance(r, dict)}
+            self.done = {r["path"] for r in rows if isinstance(r, dict) and isinstance(r.get("path"), str)}
             self._f = open(self.out, "w", encoding="utf-8", newline="")
             self._f.write("[")
             for r in rows:  # rewritten as the stream writes them, then continued
@@ -151,10 +161,10 @@ class ResultWriter:
             for n, line in enumerate(text.splitlines(), start=1):
                 try:
                     self.done.add(json.loads(line)["path"])
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested too deeply
                     raise DarknetError("--skip-existing: not a JSON Lines row", self.out, line=n) from None
         else:
-            rows = list(csv.reader(io.StringIO(text)))
+            rows = read_csv_rows(text, self.out)
             if not rows or rows[0] != csv_header(self.top):
                 raise DarknetError(f"--skip-existing: the file's header is not this run's (-t {self.top}); "
                                    "give the same -t or another --out", self.out)
@@ -170,7 +180,7 @@ class ResultWriter:
             text = (text[: cut + 1] if cut >= 0 else "[") + "]"
         try:
             rows = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             raise DarknetError("--skip-existing: not a JSON array of results", self.out) from None
         if not isinstance(rows, list):
             raise DarknetError("--skip-existing: not a JSON array of results", self.out)

@@ -197,18 +197,22 @@ class PredictionStream:
 
     def _resume(self) -> None:
         """Keep the rows of an earlier (interrupted) run: their outcomes, rebuilt from the columns."""
+        from .output import read_csv_rows
         from .validate import ImageOutcome
 
         with open(self.path, "rb") as f:
             data = f.read()
         keep = data[: data.rfind(b"\n") + 1]  # a partial last line (a hard kill mid-row) is dropped
-        rows = list(csv.reader(io.StringIO(keep.decode("utf-8", "replace"))))
+        rows = read_csv_rows(keep.decode("utf-8", "replace"), self.path)
         k = self.k
-        if not rows or rows[0] != prediction_header(k):
+        header = prediction_header(k)
+        if not rows or rows[0] != header:
             raise DarknetError(f"--skip-existing: the file's header is not this run's (-t {k}); give the same -t "
                                "or another --out", self.path)
         for n, r in enumerate(rows[1:], start=2):
             try:
+                if len(r) != len(header):  # its error column would be another one
+                    raise ValueError(r)
                 ranked = tuple(int(v) for v in r[3:3 + k] if v != "")
                 probs = tuple(float(v) for v in r[3 + k:3 + 2 * k] if v != "")
                 self.previous.append(ImageOutcome(r[0], int(r[1]), ranked, probs, error=r[-1] or None))

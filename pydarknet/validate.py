@@ -157,6 +157,14 @@ def folder_labeler(labels: list[str]):
     return lambda path: index.get(os.path.basename(os.path.dirname(os.path.abspath(path))), -1)
 
 
+def _is_index(text: str, count: int) -> bool:
+    """``text`` is an index into a list of ``count``: ASCII digits only (``str.isdigit`` also takes '²' and
+    other digits ``int`` refuses), a value below ``count`` (checked on the digits' length first, so a
+    5,000-digit number is not converted)."""
+    digits = text.lstrip("0") or "0"
+    return text.isascii() and text.isdigit() and len(digits) <= len(str(count)) and int(digits) < count
+
+
 def ground_truth_labeler(path: str, labels: list[str]):
     """A file of ``IMAGE LABEL`` lines (whitespace or comma separated; LABEL a label string of the list or an
     index into it). IMAGE matches an image's full path or its file name."""
@@ -173,7 +181,7 @@ def ground_truth_labeler(path: str, labels: list[str]):
         name, lab = parts[0], parts[-1]
         if lab in index:
             truth[name] = index[lab]
-        elif lab.lstrip("-").isdigit() and 0 <= int(lab) < len(labels):
+        elif _is_index(lab, len(labels)):
             truth[name] = int(lab)
         else:
             raise DarknetError(f"label {lab!r} is neither in the labels list nor an index into it", path, line=n)

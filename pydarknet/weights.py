@@ -172,15 +172,17 @@ def read_weights_new_head(path: str | os.PathLike, net: NetSpec) -> tuple[Header
         if not weighted:
             raise
         last = weighted[-1]
+        per_class = sum(_count(s) for _, s in last.loaded_layout()) // last.units if last.units else 0
+        if not per_class:  # no class count in the file to differ (a [batchnorm] last, or dontload)
+            raise
         path = os.fspath(path)
         size = check_regular(path, "weights").st_size
         header = parse_header(read_bytes(path, "weights", limit=20), path, size=size)
         before = expected_bytes(net, header, upto=last.index)
-        per_class = sum(_count(s) for _, s in last.loaded_layout()) // last.units
         rest = size - before
-        if rest <= 0 or rest % (4 * per_class):
+        classes, left = divmod(rest, 4 * per_class)
+        if rest <= 0 or left or classes == last.units:  # the same head: its own fault (NaN, ...) stands
             raise original from None
-        classes = rest // (4 * per_class)
         header, params = read_weights(path, net, upto=last.index)
         return header, params, (f"{path}: layer {last.index}: the file's {last.kind} layer has {classes} outputs, "
                                 f"the cfg's {last.units}: it keeps its fresh initialisation (fine-tuning a new head)")

@@ -64,6 +64,8 @@ class Convolutional(_FoldsBatchnorm, LayerSpec):
         ow = (w + 2 * padding - size) // stride + 1
         if oh <= 0 or ow <= 0:
             raise s.error(f"[{s.kind}] a {size}x{size} kernel does not fit the {w}x{h} input")
+        if s.get_int("xnor", 0):  # forward_convolutional_layer binarizes the weights and the input
+            raise s.error(f"[{s.kind}] xnor=1 (XNOR-net: binarized weights and inputs) is not supported", "xnor")
         return cls(**ctx.base(s, (n, oh, ow)), filters=n, size=size, stride=stride, padding=padding,
                    groups=groups, batch_normalize=s.get_bool("batch_normalize"),
                    activation=activation(s, "logistic"), flipped=s.get_bool("flipped"))
