@@ -8,6 +8,7 @@ import collections
 import contextlib
 import multiprocessing as mp
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
 
@@ -97,7 +98,7 @@ def prepared_images(paths: Iterable[str], fn: Callable, workers: int = 0) -> Ite
         yield from _in_background_thread(jobs)
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    pool = ctx.Pool(workers, initializer=_ignore_sigint)
+    pool = ctx.Pool(workers, initializer=quiet_worker)
     try:
         yield from pool.imap(_prepare, jobs, chunksize=4)
     except BaseException:
@@ -109,12 +110,37 @@ def prepared_images(paths: Iterable[str], fn: Callable, workers: int = 0) -> Ite
         pool.join()
 
 
-def _ignore_sigint() -> None:
-    """Worker initializer: Ctrl-C reaches the whole process group, but only the parent acts on it (it
-    terminates the pool), so no worker prints a traceback or holds the exit up."""
+#: what a worker's connections to its parent raise once the parent has gone (Ctrl-C, an error)
+_PARENT_GONE = (BrokenPipeError, ConnectionResetError, EOFError)
+
+
+def quiet_worker(*_args) -> None:
+    """Worker initializer (the decoding pool's and training's DataLoader's): Ctrl-C reaches the whole process
+    group, but only the parent acts on it (it stops the workers), so a worker ignores SIGINT; and once the
+    parent has gone, the broken pipes of the worker's helper threads (multiprocessing's resource sharer,
+    which hands tensors over) and of its finalizers are not printed as tracebacks under the parent's one line.
+    Any other error is reported as usual."""
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    thread_hook, unraisable_hook, except_hook = threading.excepthook, sys.unraisablehook, sys.excepthook
+
+    def on_thread_error(args):
+        if not issubclass(args.exc_type, _PARENT_GONE):
+            thread_hook(args)
+
+    def on_unraisable(u):
+        if not isinstance(u.exc_value, _PARENT_GONE):
+            unraisable_hook(u)
+
+    def on_error(kind, value, tb):  # the resource sharer's thread reports through sys.excepthook itself
+        if not issubclass(kind, _PARENT_GONE):
+            except_hook(kind, value, tb)
+
+    threading.excepthook = on_thread_error
+    sys.unraisablehook = on_unraisable
+    sys.excepthook = on_error
 
 
 def _in_background_thread(jobs: Iterator, lookahead: int = 32) -> Iterator[Prepared]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import DarknetError, DarknetWarning
 from .model import cfg_path, facts_for, write_sidecar
+from .pipeline import quiet_worker
 from .specs import NetOptions
 
 
@@ -124,13 +125,6 @@ class TrainImages:
             failed = []
 
 
-def _worker_init(_worker_id: int) -> None:
-    """Ctrl-C is the main process's to handle: a worker ignores SIGINT (no traceback from each worker)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def make_loader(dataset, batch: int, workers: int):
     import torch
     from torch.utils.data import DataLoader, IterableDataset
@@ -141,7 +135,7 @@ def make_loader(dataset, batch: int, workers: int):
 
     return iter(DataLoader(_Iterable(), batch_size=batch, num_workers=workers, pin_memory=torch.cuda.is_available(),
                            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-                           worker_init_fn=_worker_init if workers > 0 else None))
+                           worker_init_fn=quiet_worker if workers > 0 else None))
 
 
 class Unreadable:

@@ -270,7 +270,7 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_the_checkpoint(tmp_path):
         pytest.fail("the trainer hung after Ctrl-C")
     assert proc.returncode == 130, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines[-1] == "pydarknet: interrupted" and "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert lines[-1] == "pydarknet: interrupted" and "Traceback" not in err and "KeyboardInterrupt" not in err, err
     header, _ = read_weights(backup / "c.backup", load_specs(cfg))
     assert header.seen >= 16
     assert not [f for f in backup.iterdir() if f.name.endswith(".tmp")]
