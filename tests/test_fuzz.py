@@ -1,14 +1,16 @@
 """Issue 10, "How it is checked": fuzzing every parser in CI.
 
-One hypothesis test per parser (cfg, weights header and body, .data files, image lists and label files, the
-model-facts sidecar, an earlier run's outputs resumed by --skip-existing, image headers), each with at least 2,000 examples, and two tests of the command line
-(a fraction of that). Inputs are structured-but-mutated: cfgs from a grammar of darknet's sections, keys
-and values, darknet's own cfgs with bytes edited, valid weights files and images with their header fields
-bent, .data files naming odd files, lists with odd lines. The property, per example: the call returns a sane
-result, or raises a DarknetError whose message is one line naming a file; nothing else escapes, each example
-stays under ``DEADLINE`` and its resident memory grows less than ``MEMORY_BOUND_KIB`` (tests/peakrss.py).
-Through ``pydarknet.cli.main``: exit 0, or exit 2 with exactly one ``pydarknet: error:`` line and nothing on
-stdout.
+One hypothesis test per parser (cfg, weights header and body, .data files, image lists and label files,
+the model-facts sidecar, an earlier run's outputs resumed by --skip-existing, image headers), each with at
+least 2,000 examples, and two tests of the command line (an eighth of that). Inputs are structured but
+mutated: cfgs from a grammar of darknet's sections, keys and values, darknet's own cfgs with bytes edited,
+valid weights files and images with their header fields bent, .data files naming odd files, lists with odd
+lines. The property, per example: the call returns a sane result (a cfg that builds also runs on every
+engine), or raises a DarknetError whose message is one line naming a file; nothing else escapes, each
+example stays under ``DEADLINE`` and its resident memory grows less than ``MEMORY_BOUND_KIB``
+(tests/peakrss.py), with the memory budget at ``FUZZ_BUDGET``. Through ``pydarknet.cli.main``: exit 0, or exit
+2 with exactly one ``pydarknet: error:`` line and nothing on stdout. The bugs found are regression tests at
+the end of the file.
 
 Hypothesis draws each example's knobs and a seed; the input is built from them with ``random.Random`` (cheap:
 2,000 examples in seconds on a 2-core machine) and noted, so a failure prints the input's bytes (and the
