@@ -74,10 +74,17 @@ def small_budget():
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
-    """One directory for the module: every example rewrites its few files in place."""
+    """One directory for the module: every example rewrites its few files in place. PyTorch runs on one
+    thread meanwhile: the fuzzed networks are tiny, and its spinning worker threads make each call many
+    times slower on a loaded 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("fuzz")
     _warm_up(path)
-    return path
+    yield path
+    torch.set_num_threads(threads)
 
 
 def _warm_up(tmp: Path) -> None:
