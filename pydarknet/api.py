@@ -1,5 +1,5 @@
 """The Python API, in the spirit of timm: ``pydarknet.load("tiny")`` or ``pydarknet.load(cfg, weights)``
-returns a ``Classifier``; ``Classifier.predict`` takes paths, PIL images, arrays or tensors.
+returns a ``Classifier``; ``Classifier.predict`` takes paths, encoded image bytes, PIL images, arrays or tensors.
 
 >>> import pydarknet
 >>> clf = pydarknet.load(pydarknet.zoo_cfg("tiny"), None)      # a cfg, random weights
@@ -14,16 +14,17 @@ whichever way the model was named, unless ``names=``/``preprocess=``/``data=`` s
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import DarknetError
-from .image import load_image, pil_to_rgb8, to_float_chw
+from .errors import DarknetError, DarknetWarning
+from .image import decode_rgb8, pil_to_rgb8, to_float_chw
 from .model import Model, Preprocessing, Resolved, looks_like_cfg, resolve, resolve_model
 from .predict import Prediction, rank
 
-__all__ = ["Classifier", "as_chw", "list_models", "load", "looks_like_cfg"]
+__all__ = ["Classifier", "as_chw", "as_pixels", "list_models", "load", "looks_like_cfg"]
 
 
 class Classifier:
@@ -74,14 +75,17 @@ class Classifier:
         self._engine = TorchEngine.from_network(self.model, precision=self.precision)
 
     def prepare(self, image: Any) -> np.ndarray:
-        """One image (path, PIL image, HWC uint8 array, CHW float array/tensor in [0, 1]) -> (3, H, W) float32
-        at the network's size, preprocessed as the model expects."""
-        chw = as_chw(image)
+        """One image (see ``as_chw`` for the forms taken) -> (3, H, W) float32 at the network's size,
+        preprocessed as the model expects. Files, bytes, PIL images and uint8 arrays are preprocessed from
+        their uint8 pixels (no full-size float copy; the same numbers as from ``as_chw``'s floats)."""
+        from .preprocess import float_chw, image_hw
+
+        pixels = as_pixels(image)
         w, h = self.input_size
         pre = self.preprocess
-        if chw.shape[1:] == (h, w) and pre.resize != "center_crop":
-            return pre.normalize(chw)
-        return pre(chw, w, h)
+        if tuple(image_hw(pixels)) == (h, w) and pre.resize != "center_crop":
+            return pre.normalize(float_chw(pixels))
+        return pre(pixels, w, h)
 
     def probabilities(self, images: Any) -> np.ndarray:
         """(N, classes) network outputs for one image or a list of images, in the classifier's class order."""
@@ -123,26 +127,58 @@ def _is_pil(x: Any) -> bool:
     return pil is not None and isinstance(x, pil.Image)
 
 
-def as_chw(image: Any) -> np.ndarray:
-    """Any supported image form -> (3, H, W) float32 in [0, 1]."""
+def as_pixels(image: Any) -> np.ndarray:
+    """Any supported image form -> its pixels as the preprocessing takes them: (H, W, 3) uint8 for encoded
+    images and 8-bit arrays, (3, H, W) float32 for float images. The forms:
+
+    * a path (``str``/``os.PathLike``) or the bytes of an image file (``bytes``, ``bytearray``,
+      ``memoryview``), decoded as ``pydarknet.image.decode_rgb8`` does (darknet's rules, its limits);
+    * a PIL image;
+    * a uint8 NumPy array, HWC (``(H, W)``, ``(H, W, 1|3|4)``; alpha dropped), as Pillow and OpenCV give them
+      (mind OpenCV's BGR order);
+    * a uint8 torch tensor, CHW (``(1|3|4, H, W)``; as torchvision's ``read_image`` gives it), or HW;
+    * a float array or tensor, CHW (``(1|3, H, W)``) in [0, 1]: darknet's own form. Pixels above 1 (a 0..255
+      image passed as floats) draw a warning.
+    """
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
+        return decode_rgb8(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_rgb8(image)
     if _is_pil(image):
         image.load()
-        return to_float_chw(pil_to_rgb8(image))
-    if hasattr(image, "detach"):  # torch tensor
-        image = image.detach().cpu().numpy()
+        return pil_to_rgb8(image)
+    is_tensor = hasattr(image, "detach")
+    if is_tensor:  # torch tensor
+        image = image.detach().cpu()
+        image = (image.float() if image.dtype.is_floating_point else image).numpy()  # bfloat16 has no NumPy twin
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.dtype.kind == "f":
         a = a.astype(np.float32)
+        _warn_above_one(a)
         return np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a
+    if a.dtype == np.uint8 and is_tensor and a.ndim == 3 and a.shape[0] in (1, 3, 4):
+        a = a.transpose(1, 2, 0)  # CHW -> HWC: a view; the pixels are gathered as the resize reads them
     if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
         if a.dtype != np.uint8:
             raise ValueError("HWC arrays must be uint8 (0..255); float images must be CHW in [0, 1]")
         a = a[:, :, None] if a.ndim == 2 else a
-        rgb = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[:, :, :3]
-        return to_float_chw(rgb)
+        return np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[:, :, :3])
     raise ValueError(f"cannot interpret an array of shape {a.shape} and dtype {a.dtype} as an image")
+
+
+def _warn_above_one(a: np.ndarray) -> None:
+    top = float(a.max(initial=0.0))
+    if top > 1.0:
+        warnings.warn(f"float image pixels go up to {top:g}: darknet takes floats in [0, 1] (divide a 0..255 "
+                      "image by 255, or pass it as uint8)", DarknetWarning, stacklevel=3)
+
+
+def as_chw(image: Any) -> np.ndarray:
+    """Any supported image form (see ``as_pixels``) -> (3, H, W) float32 in [0, 1] (darknet's
+    load_image_color: ``v/255`` of the uint8 pixels). A full-size float copy: ``Classifier.prepare``
+    preprocesses from the uint8 pixels instead."""
+    pixels = as_pixels(image)
+    return to_float_chw(pixels) if pixels.dtype == np.uint8 else pixels
 
 
 def load(model: str | os.PathLike, weights: str | os.PathLike | None = None, *,

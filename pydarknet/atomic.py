@@ -84,11 +84,16 @@ def _describe_mode(mode: int) -> str:
     return "not a regular file"
 
 
+def _a(what: str) -> str:
+    """``what`` with its indefinite article: "a cfg", "an image"."""
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
+
+
 def _oserror(e: OSError, what: str, path: str) -> DarknetError:
     if isinstance(e, FileNotFoundError):
         return DarknetError(f"no such {what} file", path)
     if isinstance(e, IsADirectoryError):
-        return DarknetError(f"is a directory, not a {what} file", path)
+        return DarknetError(f"is a directory, not {_a(what)} file", path)
     return DarknetError(f"cannot read {what}: {e.strerror or e}", path)
 
 
@@ -102,7 +107,7 @@ def check_regular(path: str | os.PathLike, what: str) -> os.stat_result:
     except ValueError:  # an embedded NUL in the path
         raise DarknetError(f"invalid {what} path", path.replace("\0", "\\0")) from None
     if not stat.S_ISREG(st.st_mode):
-        raise DarknetError(f"is {_describe_mode(st.st_mode)}, not a {what} file", path)
+        raise DarknetError(f"is {_describe_mode(st.st_mode)}, not {_a(what)} file", path)
     return st
 
 
@@ -119,7 +124,7 @@ def open_regular(path: str | os.PathLike, what: str, *, max_bytes: int | None = 
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise DarknetError(f"is {_describe_mode(st.st_mode)}, not a {what} file", path)
+            raise DarknetError(f"is {_describe_mode(st.st_mode)}, not {_a(what)} file", path)
         if max_bytes is not None and st.st_size > max_bytes:
             raise DarknetError(f"{what} file is {st.st_size:,} bytes, over the limit of {max_bytes:,}", path)
         if hasattr(os, "set_blocking"):

@@ -1,9 +1,13 @@
 """darknet's training-time augmentation for classifiers (``src/data.c`` load_image_augment_paths,
 ``src/image.c`` random_augment_image, rotate_crop_image, bilinear_interpolate, random_distort_image), on
-(C, H, W) float32 arrays with a NumPy random Generator in place of C's rand()."""
+(C, H, W) float32 arrays with a NumPy random Generator in place of C's rand(). The image may also be the
+decoded (H, W, 3) uint8 array (``image.decode_rgb8``): only the pixels the crop samples are converted to
+float, with the same result bit for bit (no full-size float copy)."""
 from __future__ import annotations
 
 import numpy as np
+
+from .preprocess import _U8_TO_F32, _is_rgb8, image_hw
 
 F32 = np.float32
 
@@ -23,24 +27,36 @@ def rand_scale(rng: np.random.Generator, s: float) -> float:
 
 def bilinear_sample(im: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """bilinear_interpolate (src/image.c) at float positions; pixels outside the image count as 0
-    (get_pixel_extend). A zero border around the image stands for everything outside it."""
-    c, h, w = im.shape
-    pad = np.zeros((c, h + 2, w + 2), F32)
-    pad[:, 1:-1, 1:-1] = im
+    (get_pixel_extend). A zero border around the image stands for everything outside it. From uint8 (H, W, 3)
+    the border is added in uint8 and only the four taps read are converted (the same floats as ``v/255``)."""
+    if _is_rgb8(im):
+        h, w = im.shape[:2]
+        pad8 = np.zeros((h + 2, w + 2, 3), np.uint8)
+        pad8[1:-1, 1:-1] = im
+
+        def at(yy, xx):
+            return _U8_TO_F32[pad8[yy, xx]].transpose(2, 0, 1)
+    else:
+        c, h, w = im.shape
+        pad = np.zeros((c, h + 2, w + 2), F32)
+        pad[:, 1:-1, 1:-1] = im
+
+        def at(yy, xx):
+            return pad[:, yy, xx]
     fx, fy = np.floor(x), np.floor(y)
     dx, dy = (x - fx).astype(F32), (y - fy).astype(F32)
     x0 = np.clip(fx + 1, 0, w + 1).astype(np.intp)
     y0 = np.clip(fy + 1, 0, h + 1).astype(np.intp)
     x1 = np.clip(fx + 2, 0, w + 1).astype(np.intp)
     y1 = np.clip(fy + 2, 0, h + 1).astype(np.intp)
-    return ((1 - dy) * ((1 - dx) * pad[:, y0, x0] + dx * pad[:, y0, x1])
-            + dy * ((1 - dx) * pad[:, y1, x0] + dx * pad[:, y1, x1])).astype(F32)
+    return ((1 - dy) * ((1 - dx) * at(y0, x0) + dx * at(y0, x1))
+            + dy * ((1 - dx) * at(y1, x0) + dx * at(y1, x1))).astype(F32)
 
 
 def rotate_crop_image(im: np.ndarray, rad: float, s: float, w: int, h: int, dx: float, dy: float,
                       aspect: float) -> np.ndarray:
     """rotate_crop_image (src/image.c): a w x h view rotated by ``rad``, scaled by ``s``, shifted (dx, dy)."""
-    _, ih, iw = im.shape
+    ih, iw = image_hw(im)
     cx, cy = iw / 2.0, ih / 2.0
     xs = ((np.arange(w) - w / 2.0) / s * aspect + dx / s * aspect)[None, :]
     ys = ((np.arange(h) - h / 2.0) / s + dy / s)[:, None]
@@ -54,7 +70,7 @@ def random_augment_image(im: np.ndarray, rng: np.random.Generator, angle: float,
                          high: int, size: int) -> np.ndarray:
     """random_augment_image (src/image.c): random aspect, a random shorter side in [low, high], a random
     rotation within +-angle degrees and a random offset, cropped to size x size."""
-    _, ih, iw = im.shape
+    ih, iw = image_hw(im)
     aspect = rand_scale(rng, aspect)
     r = int(rng.integers(low, high + 1)) if high > low else low
     shorter = min(ih, iw * aspect)

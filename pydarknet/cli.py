@@ -784,6 +784,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
     try:
+        from .image import quiet_codec_messages
+
+        quiet_codec_messages()  # a corrupt TIFF is one error line, without libtiff's own lines on stderr
         _apply_common(args)
         return args.func(args)
     except DarknetError as e:

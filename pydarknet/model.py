@@ -116,7 +116,9 @@ class Preprocessing:
         return ((chw - mean) / std).astype(np.float32)
 
     def __call__(self, chw: np.ndarray, width: int, height: int) -> np.ndarray:
-        """A decoded (C, H, W) image in [0, 1] -> the network's (C, height, width) input."""
+        """A decoded image -> the network's (C, height, width) input. The image is ``image.decode_rgb8``'s
+        (H, W, 3) uint8 array (only the pixels the resize reads are converted to float; bit-exact with the
+        float path) or a (C, H, W) float32 array in [0, 1]."""
         from .preprocess import PREPROCESS
 
         return self.normalize(PREPROCESS[self.resize](chw, width, height))
@@ -125,7 +127,8 @@ class Preprocessing:
 @dataclass(frozen=True)
 class Prepare:
     """``Preprocessing`` bound to a network's input size: a picklable callable from a decoded image to the
-    network's input (what the decoding workers run)."""
+    network's input (what the decoding workers run), from the decoded (H, W, 3) uint8 image or a (C, H, W)
+    float one."""
     preprocess: Preprocessing
     width: int
     height: int

@@ -14,15 +14,17 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import DarknetError
-from .image import load_image
+from .image import decode_rgb8
 
 Prepared = tuple[int, str, "np.ndarray | None", "str | None"]  # (position, path, CHW array(s), error)
 
 
 def _prepare(args: tuple[int, str, Callable]) -> Prepared:
+    """Decode one image to its (H, W, 3) uint8 pixels and hand them to ``fn`` (the preprocessing takes them
+    as they are: no full-size float copy is made)."""
     i, path, fn = args
     try:
-        return i, path, fn(load_image(path)), None
+        return i, path, fn(decode_rgb8(path)), None
     except DarknetError as e:
         return i, path, None, str(e)
     except Exception as e:  # a decoder bug must not stop a batch run: report it against the file
@@ -85,7 +87,8 @@ def inference_threads(engine, workers: int, threads: int | None = None):
 
 
 def prepared_images(paths: Iterable[str], fn: Callable, workers: int = 0) -> Iterator[Prepared]:
-    """Yield (position, path, fn(decoded image) or None, error or None) for each path, in input order.
+    """Yield (position, path, fn(decoded image) or None, error or None) for each path, in input order. The
+    decoded image is ``image.decode_rgb8``'s (H, W, 3) uint8 array.
 
     ``fn`` must pickle (a module-level function, or an object such as ``model.Prepare``) to travel to the
     worker processes."""

@@ -54,11 +54,11 @@ def classify_file(engine, resolved, path: str, top: int) -> tuple[list[Predictio
     ``top`` predictions and the seconds the network took (what darknet's ``Predicted in`` line reports)."""
     import time
 
-    from .image import load_image
+    from .image import decode_rgb8
     from .model import Prepare
 
     c, h, w = engine.spec.input_shape
-    x = Prepare(resolved.preprocess, w, h)(load_image(path))[None]
+    x = Prepare(resolved.preprocess, w, h)(decode_rgb8(path))[None]
     start = time.perf_counter()
     probs = resolved.reorder(engine.infer(x))[0]
     return rank(probs, resolved.names, top), time.perf_counter() - start

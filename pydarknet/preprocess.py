@@ -30,10 +30,23 @@ def _is_rgb8(im: np.ndarray) -> bool:
     return im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3
 
 
+def float_chw(im: np.ndarray) -> np.ndarray:
+    """The (C, H, W) float32 image of either form: a decoded (H, W, 3) uint8 image converted (``v/255``, as
+    image.to_float_chw), a float image as it is."""
+    return _U8_TO_F32[np.ascontiguousarray(im.transpose(2, 0, 1))] if _is_rgb8(im) else im
+
+
+def image_hw(im: np.ndarray) -> tuple[int, int]:
+    """(height, width) of a (C, H, W) float or (H, W, 3) uint8 image."""
+    return im.shape[:2] if _is_rgb8(im) else im.shape[1:]
+
+
 def _resize_rgb8(im8: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int, h: int) -> np.ndarray:
     """resize_image of the (virtual) image ``im8[rows][:, cols]``, from uint8 (H, W, 3): gathers only the
-    rows and columns the two passes read, converts only those to float, then does resize_image's float32
-    operations in its order, so the result is bit-exact with ``resize_image(to_float_chw(...))``."""
+    rows the second pass reads and, in them, the two columns each output column reads; converts only those
+    (``v/255`` in float32, as to_float_chw), then does resize_image's float32 operations in its order (on
+    (H, W, C) arrays: the same element-wise operations), so the result is bit-exact with
+    ``resize_image(to_float_chw(...))``."""
     ih, iw = len(rows), len(cols)
     if w <= 0 or h <= 0:
         return np.zeros((3, max(h, 0), max(w, 0)), F32)
@@ -50,18 +63,19 @@ def _resize_rgb8(im8: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int, h:
         second[:] = False
     iy1 = np.minimum(iy + 1, ih - 1)
     need_r = np.unique(np.concatenate([iy, iy1[second]]))
-    need_c = np.unique(np.concatenate([ix0, ix1]))
-    sub = im8[rows[need_r]][:, cols[need_c]]                      # uint8, only what is read
-    f = _U8_TO_F32[np.ascontiguousarray(sub.transpose(2, 0, 1))]  # (3, r, c) float32
-    l0, l1 = np.searchsorted(need_c, ix0), np.searchsorted(need_c, ix1)
-    part = (F32(1) - dx) * f[:, :, l0] + dx * f[:, :, l1]
-    part[:, :, last_col] = f[:, :, np.searchsorted(need_c, [iw - 1])]
+    band = im8[rows[need_r]]  # (r, W, 3) uint8: only the rows read
+
+    def taps(cx):  # the band's columns cx, as floats
+        return band[:, cols[cx]].astype(F32) / F32(255)
+
+    part = (F32(1) - dx)[None, :, None] * taps(ix0) + dx[None, :, None] * taps(ix1)
+    part[:, last_col] = taps(np.array([iw - 1]))
     r0, r1 = np.searchsorted(need_r, iy), np.searchsorted(need_r, iy1)
-    out = (F32(1) - dy)[None, :, None] * part[:, r0, :]
+    out = (F32(1) - dy)[:, None, None] * part[r0]
     if second.any():
         sel = np.nonzero(second)[0]
-        out[:, sel, :] += dy[sel][None, :, None] * part[:, r1[sel], :]
-    return out
+        out[sel] += dy[sel][:, None, None] * part[r1[sel]]
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
 def _full(n: int) -> np.ndarray:
@@ -162,25 +176,25 @@ def center_crop_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
 
 def resize_min(im: np.ndarray, min_side: int) -> np.ndarray:
     """resize_min (src/image.c), on (C, H, W) float or (H, W, 3) uint8: scale so the shorter side is ``min_side`` (integer arithmetic)."""
-    h, w = im.shape[:2] if _is_rgb8(im) else im.shape[1:]
+    h, w = image_hw(im)
     if w < h:
         nh, nw = (h * min_side) // w, min_side
     else:
         nw, nh = (w * min_side) // h, min_side
     if (nw, nh) == (w, h):
-        return _U8_TO_F32[np.ascontiguousarray(im.transpose(2, 0, 1))] if _is_rgb8(im) else im
+        return float_chw(im)
     return resize_image(im, nw, nh)
 
 
 def resize_max(im: np.ndarray, max_side: int) -> np.ndarray:
     """resize_max (src/image.c), on (C, H, W) float or (H, W, 3) uint8: scale so the longer side is ``max_side`` (integer arithmetic)."""
-    h, w = im.shape[:2] if _is_rgb8(im) else im.shape[1:]
+    h, w = image_hw(im)
     if w > h:
         nh, nw = (h * max_side) // w, max_side
     else:
         nw, nh = (w * max_side) // h, max_side
     if (nw, nh) == (w, h):
-        return _U8_TO_F32[np.ascontiguousarray(im.transpose(2, 0, 1))] if _is_rgb8(im) else im
+        return float_chw(im)
     return resize_image(im, nw, nh)
 
 

@@ -76,10 +76,10 @@ def learning_rate(net: NetOptions, batch_num: int, rng: random.Random | None = N
 
 
 def _train_item(path: str, target: np.ndarray, size: int, aug: dict, rng: np.random.Generator):
-    from .image import load_image
     from .augment import augment
+    from .image import decode_rgb8
 
-    return augment(load_image(path), rng, size=size, **aug), target
+    return augment(decode_rgb8(path), rng, size=size, **aug), target
 
 
 #: a worker that draws this many unreadable images in a row stops the training (with an error)

@@ -25,7 +25,7 @@ from .datacfg import read_label_list
 from .errors import DarknetError
 from .model import Preprocessing
 from .predict import top_k
-from .preprocess import center_crop_image, crop_image, flip_image, resize_image, resize_min
+from .preprocess import center_crop_image, crop_image, flip_image, float_chw, image_hw, resize_image, resize_min
 
 F32 = np.float32
 MULTI_SCALES = (224, 288, 320, 352, 384)
@@ -33,8 +33,10 @@ VALID10_SHIFT = 32
 
 
 def _squash(im: np.ndarray, w: int, h: int) -> np.ndarray:
-    """load_image_color(path, w, h): resize_image only when the size differs."""
-    return im if im.shape[1:] == (h, w) else resize_image(im, w, h)
+    """load_image_color(path, w, h): resize_image only when the size differs. ``im``: the decoded (H, W, 3)
+    uint8 image (only what the resize reads is converted) or a (C, H, W) float one; the views below take
+    either."""
+    return float_chw(im) if tuple(image_hw(im)) == (h, w) else resize_image(im, w, h)
 
 
 def views_valid(im, w, h):

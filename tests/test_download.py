@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import http.server
 import json
 import os
 import random
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from localhttp import LocalServer, Quiet
 from pydarknet import download, zoo
 from pydarknet.download import FetchError, fetch, part_path, state_path
 from pydarknet.errors import DarknetError, DarknetWarning
@@ -38,7 +38,7 @@ def verify_other(path: Path) -> None:
         raise DarknetError("not the new file", path)
 
 
-class Hostile:
+class Hostile(LocalServer):
     """http.server in daemon threads on 127.0.0.1; ``routes`` maps a path to ``fn(handler, server)``; ``log``
     holds (path, Range, If-Range) per request; ``stop`` ends every slow handler at shutdown."""
 
@@ -48,10 +48,7 @@ class Hostile:
         self.stop = threading.Event()
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(Quiet):
             def do_GET(self):
                 outer.log.append((self.path, self.headers.get("Range"), self.headers.get("If-Range")))
                 fn = outer.routes.get(self.path)
@@ -63,18 +60,11 @@ class Hostile:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        self.start(Handler)
 
     def close(self):
         self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
 
 
 def serve(h, body: bytes, *, etag: str | None = None, ranges: bool = True, length: bool = True,

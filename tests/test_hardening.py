@@ -393,3 +393,84 @@ def test_messages_with_odd_file_names_stay_one_line(capsys, tiny, tmp_path):
     code, out, err = cli(capsys, "classify", cfg, weights, odd)
     msg = one_error_line(err)
     assert code == 2 and "\\xff" in msg and "\\x0a" in msg and "\\u2028" in msg
+
+
+# -- a terminal: valid's per-image lines and the progress bar --------------------------------------------
+
+
+def _screen(raw: str) -> list[str]:
+    """What a terminal shows of ``raw``, line by line, as far as this test needs: a carriage return rewrites
+    its line from the start, ESC[A moves up one line (tqdm.write's way to clear its bar), other escape
+    sequences are dropped."""
+    import re
+
+    rows, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[(\d*)([A-Za-z])|(\r)|(\n)|([^\x1b\r\n]+)", raw):
+        n, code, cr, nl, text = token
+        if code == "A":
+            row, col = max(0, row - int(n or 1)), 0
+        elif code:
+            continue
+        elif cr:
+            col = 0
+        elif nl:
+            row, col = row + 1, 0
+            if row == len(rows):
+                rows.append("")
+        else:
+            line = rows[row]
+            rows[row] = line[:col] + text + line[col + len(text):]
+            col += len(text)
+    return [r.rstrip() for r in rows]
+
+
+def test_valid_lines_stay_above_the_progress_bar_on_a_terminal(tmp_path, tiny):
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    cfg, weights, image = tiny
+    listing = tmp_path / "valid.list"
+    paths = []
+    classes = ["zebra", "koala", "lemur", "quokka"]
+    (tmp_path / "animals.names").write_text("\n".join(classes) + "\n")
+    for i in range(12):
+        p = tmp_path / f"{classes[i % 4]}_{i}.png"
+        os.link(image, p)
+        paths.append(str(p))
+    listing.write_text("\n".join(paths) + "\n")
+    data = tmp_path / "v.data"
+    names = tmp_path / "animals.names"
+    data.write_text(f"classes=4\nnames={names}\nlabels={names}\nvalid={listing}\n")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 40 rows of 160 columns
+    proc = subprocess.Popen([sys.executable, "-m", "pydarknet", "classifier", "valid", str(data), str(cfg),
+                             str(weights), "--batch", "1"], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                            cwd=ROOT, env=dict(os.environ, TERM="xterm"))
+    os.close(slave)
+    raw = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            raw += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(10) == 0, raw
+    screen = _screen(raw.decode(errors="replace"))
+    per_image = [ln for ln in screen if ln.split(",")[0] in paths]
+    # darknet's per-image line: "PATH, CLASS, SCORES..."; on a terminal each one stands alone on its row
+    assert len(per_image) == len(paths), screen
+    assert not any("img/s" in ln or "it/s" in ln for ln in per_image), per_image
+    bars = [ln for ln in screen if "img" in ln and "|" in ln and "12/12" in ln]
+    assert bars, "\n".join(screen)  # the finished bar is on the screen, below the lines
+    assert screen.index(bars[-1]) > max(screen.index(ln) for ln in per_image)

@@ -184,7 +184,7 @@ ERRORS = [
     (["classifier", "predict", "{tmp}/none.data", "{cfg}", "{weights}", "{img}"], "{tmp}/none.data: no such data file"),
     (["classifier", "predict", "{short}", "{cfg}", "{weights}", "{img}"], "has 3 names but the network has 1000"),
     (["classifier", "predict", "{data}", "{tmp}/x.cfg", "{weights}", "{img}"], "{tmp}/x.cfg: no such cfg file"),
-    (["classify", "{cfg}", "{weights}", "{webp}"], "{webp}: WEBP images are not read by darknet"),
+    (["classify", "{cfg}", "{weights}", "{pcx}"], "{pcx}: PCX images are not read by darknet"),
     (["classify", "{cfg}", "{badweights}", "{img}"], "{badweights}: layer 0: runs short"),
 ]
 
@@ -198,7 +198,7 @@ def test_errors_one_line_exit_2_nothing_on_stdout(tmp_path, capsys, argv, messag
     pydarknet.load_network(cfg).save_weights(weights)
     img = tmp_path / "i.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "i.webp")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "i.pcx")
     (tmp_path / "bad.weights").write_bytes(weights.read_bytes()[:30])
     data = tmp_path / "d.data"
     data.write_text("names=" + str(tmp_path / "names") + "\n")
@@ -207,7 +207,7 @@ def test_errors_one_line_exit_2_nothing_on_stdout(tmp_path, capsys, argv, messag
     (tmp_path / "three").write_text("a\nb\nc\n")
     short.write_text("names=" + str(tmp_path / "three") + "\n")
     fill = dict(tmp=tmp_path, cfg=cfg, weights=weights, img=img, data=data, short=short,
-                webp=tmp_path / "i.webp", badweights=tmp_path / "bad.weights")
+                pcx=tmp_path / "i.pcx", badweights=tmp_path / "bad.weights")
     code, out, err = run(capsys, *[a.format(**fill) for a in argv])
     assert code == 2
     assert out == ""

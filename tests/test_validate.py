@@ -254,7 +254,7 @@ def test_bad_data_is_reported_skipped_counted_exit_3(tmp_path, capsys):
     code, out, err = run(capsys, "classifier", "valid", data, cfg, weights, "-q", "--out", tmp_path / "r")
     assert code == 3
     assert f"{listing}:3: empty line, skipped" in err
-    assert f"pydarknet: error: {broken}: cannot decode image" in err
+    assert f"pydarknet: error: {broken}: truncated PNG" in err
     assert out.splitlines()[-1].startswith("4: top 1: ")  # accuracy over the 5 images read
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert (summary["images_read"], summary["skipped"]) == (5, 2)

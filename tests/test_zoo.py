@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import os
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import ZOO_CFG
+from localhttp import LocalServer, Quiet
 from pydarknet import zoo
 from pydarknet.errors import DarknetError, DarknetWarning
 from pydarknet.specs import load_specs
@@ -184,7 +183,7 @@ class Route:
         self.location = location      # answer with a 302 to here
 
 
-class Server:
+class Server(LocalServer):
     """http.server in a thread on 127.0.0.1; records (path, Range header, bytes sent) per request."""
 
     def __init__(self):
@@ -192,10 +191,7 @@ class Server:
         self.log: list[tuple[str, str | None, int]] = []
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(Quiet):
             def do_GET(self):
                 # each request is logged before any byte of its answer goes out, so the log's order is the
                 # order the client made its requests in, even with one handler thread per request
@@ -245,20 +241,11 @@ class Server:
                 self.end_headers()
                 self.wfile.write(part)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        self.start(Handler)
 
     def paths(self) -> list[str]:
         return [p for p, _, _ in self.log]
 
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def leftovers(entry) -> list[str]:
