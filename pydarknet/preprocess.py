@@ -22,6 +22,18 @@ def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return idx, frac, scale
 
 
+def _x_taps(iw: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """resize_image's first pass (along x) for ``iw`` -> ``w`` columns: the two source columns each output
+    column reads, its weight ``dx`` on the second, and the output columns that copy the last source column
+    (the last one; every one when ``iw == 1``)."""
+    ix, dx, _ = _axis_weights(iw, w)
+    last_col = np.arange(w) == w - 1
+    if iw == 1:
+        last_col[:] = True
+    ix0 = np.where(last_col, iw - 1, ix)
+    return ix0, np.minimum(ix0 + 1, iw - 1), dx, last_col
+
+
 #: every byte's float: to_float_chw's ``v / 255`` in float32 (image.to_float_chw), as a lookup table
 _U8_TO_F32 = np.arange(256, dtype=F32) / F32(255)
 
@@ -50,12 +62,7 @@ def _resize_rgb8(im8: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int, h:
     ih, iw = len(rows), len(cols)
     if w <= 0 or h <= 0:
         return np.zeros((3, max(h, 0), max(w, 0)), F32)
-    ix, dx, _ = _axis_weights(iw, w)
-    last_col = np.arange(w) == w - 1
-    if iw == 1:
-        last_col[:] = True
-    ix0 = np.where(last_col, iw - 1, ix)
-    ix1 = np.minimum(ix0 + 1, iw - 1)
+    ix0, ix1, dx, last_col = _x_taps(iw, w)
     iy, dy, _ = _axis_weights(ih, h)
     iy = np.minimum(iy, ih - 1)
     second = np.arange(h) != h - 1
@@ -99,12 +106,7 @@ def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
         return np.zeros((c, max(h, 0), max(w, 0)), F32)
     im = im.astype(F32, copy=False)
     # pass 1: along x
-    ix, dx, _ = _axis_weights(iw, w)
-    last_col = np.arange(w) == w - 1
-    if iw == 1:
-        last_col[:] = True
-    ix0 = np.where(last_col, iw - 1, ix)
-    ix1 = np.minimum(ix0 + 1, iw - 1)
+    ix0, ix1, dx, last_col = _x_taps(iw, w)
     part = (F32(1) - dx) * im[:, :, ix0] + dx * im[:, :, ix1]
     part[:, :, last_col] = im[:, :, iw - 1: iw]
     # pass 2: along y
