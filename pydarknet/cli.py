@@ -72,16 +72,20 @@ def _model(args: argparse.Namespace):
     return resolve_model(args.cfg, args.weights, mirrors=args.mirror, offline=args.offline, progress=not args.quiet)
 
 
-def _engine(args: argparse.Namespace, model, images: int | None):
-    """The model's inference engine for a job of ``images`` images (None: not known), after this process is
-    tuned as darknet's build is; then darknet's load-time output (the layer table) on stderr."""
+def _engine(args: argparse.Namespace, model, images: int | None, spec=None):
+    """The model's inference engine for a job of ``images`` images (None: not known) at ``--precision``,
+    after this process is tuned as darknet's build is."""
     from .engines import choose_engine, open_engine
+    from .specs import load_specs
     from .tuning import tune_process
 
-    kind = choose_engine(args.engine, device=args.device, images=images, has_weights=bool(model.weights))
+    spec = spec if spec is not None else load_specs(model.cfg)
+    weights = model.weights or None
+    kind = choose_engine(args.engine, device=args.device, images=images, has_weights=bool(weights),
+                         precision=args.precision, spec=spec, cfg=model.cfg, weights=weights, progress=not args.quiet)
     tune_process(torch=kind == "torch")
-    engine = open_engine(model.cfg, model.weights if model.weights else "", device=args.device, engine=kind)
-    return engine
+    return open_engine(model.cfg, weights or "", device=args.device, engine=kind, precision=args.precision,
+                       progress=not args.quiet)
 
 
 def _loaded(engine, model, quiet: bool = False) -> None:
@@ -302,6 +306,7 @@ def cmd_classifier_valid(args: argparse.Namespace) -> int:
     from . import validate as V
     from .datacfg import read_data_cfg
     from .pipeline import default_workers
+    from .specs import load_specs
 
     data = read_data_cfg(args.data)
     k = args.t or data.top or 1
@@ -313,9 +318,10 @@ def cmd_classifier_valid(args: argparse.Namespace) -> int:
 
         prepare_out_dir(args.out)  # before the model loads and the first image
     model = _model(args)
-    engine = _engine(args, model, None)
-    plan = V.plan_validation(model, engine.spec, data, list_path=args.list, labels_from=labels_from,
+    spec = load_specs(model.cfg)
+    plan = V.plan_validation(model, spec, data, list_path=args.list, labels_from=labels_from,
                              ground_truth=args.ground_truth, names=args.names)
+    engine = _engine(args, model, len(plan.paths), spec)
     for warning in plan.warnings:
         print(f"pydarknet: warning: {warning}", file=sys.stderr)
     _loaded(engine, model, args.quiet)
@@ -526,9 +532,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="base URL to fetch zoo weights from before the published one (also $PYDARKNET_MIRROR)")
     p.add_argument("--offline", action="store_true", help="never download; use cached zoo weights only")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu, cuda, cuda:1, ...")
-    p.add_argument("--engine", choices=("auto", "torch", "numpy"), default="auto",
-                   help="inference engine; auto: NumPy for a single image on the CPU (no PyTorch import), "
-                        "else PyTorch")
+    p.add_argument("--engine", choices=("auto", "torch", "onnxruntime", "numpy"), default="auto",
+                   help="inference engine (default auto: on the CPU the faster of ONNX Runtime, on the network's "
+                        "export cached on first use, and PyTorch for the job; NumPy for a single image not yet "
+                        "cached; PyTorch on CUDA and for bf16)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="fp32 (default, darknet's numbers within 1e-5); bf16 on oneDNN where the CPU has "
+                        "AVX-512 BF16/AMX, or on CUDA; int8 from the artifact 'pydarknet quantize' writes beside "
+                        "the weights")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no layer table")
 
 

@@ -69,8 +69,14 @@ def default_inference_threads(bflops: float, workers: int) -> int | None:
 def inference_threads(engine, workers: int, threads: int | None = None):
     """While batched CPU inference runs on a PyTorch engine: ``threads`` PyTorch threads, else
     ``default_inference_threads``' choice (None: PyTorch's default). PyTorch's setting is restored afterwards
-    (the caller may be a longer-lived process). Other engines are left alone."""
-    if getattr(engine, "kind", None) not in ("torch", "network") or str(engine.device) != "cpu":
+    (the caller may be a longer-lived process). The onnxruntime engine gets the same count on its own
+    session; other engines are left alone."""
+    kind = getattr(engine, "kind", None)
+    if kind == "onnxruntime":  # its own threads, set on the engine's session (nothing process-wide)
+        engine.set_threads(threads or default_inference_threads(engine.spec.bflops, workers))
+        yield
+        return
+    if kind not in ("torch", "network") or str(engine.device) != "cpu":
         yield
         return
     threads = threads or default_inference_threads(engine.spec.bflops, workers)

@@ -25,6 +25,20 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# pydarknet's cache (zoo downloads, the onnxruntime engine's exports) is the test run's own, never the user's:
+# under $PYDARKNET_TEST_CACHE when set (CI keeps it between runs), else a fresh temporary folder
+if "PYDARKNET_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    if os.environ.get("PYDARKNET_TEST_CACHE"):
+        os.environ["PYDARKNET_CACHE"] = os.path.join(os.environ["PYDARKNET_TEST_CACHE"], "pydarknet-cache")
+    else:
+        _cache = tempfile.mkdtemp(prefix="pydarknet-test-cache-")
+        os.environ["PYDARKNET_CACHE"] = _cache
+        atexit.register(shutil.rmtree, _cache, True)
 GOLDEN = ROOT / "tests" / "data" / "golden"
 MKWEIGHTS = GOLDEN / "mkweights.py"
 #: darknet's own cfgs and data files (pjreddie commit f6afaabc), as Debian's darknet package installs them
@@ -156,8 +170,9 @@ def golden_weights(manifest, tmp_path_factory):
     return get
 
 
-#: every inference engine: the trainable network (batchnorm unfolded), the folded torch engine, NumPy
-ENGINE_KINDS = ["network", "torch", "numpy"]
+#: every inference engine: the trainable network (batchnorm unfolded), the folded torch engine, ONNX Runtime
+#: (on Runtime, on the network's checked export), NumPy
+ENGINE_KINDS = ["network", "torch", "onnxruntime", "numpy"]
 
 
 def open_engine_kind(kind: str, cfg, weights):
@@ -177,4 +192,8 @@ def engine_from_network(kind: str, net):
         return net
     if kind == "torch":
         return TorchEngine.from_network(net)
+    if kind == "onnxruntime":
+        from pydarknet.engines.ort_infer import OrtEngine
+
+        return OrtEngine.from_network(net)
     return NumpyEngine(net.spec, net.darknet_params())

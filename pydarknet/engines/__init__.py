@@ -1,10 +1,12 @@
 """Inference engines behind one small interface, opened by one function.
 
 An engine has ``spec`` (the network's ``NetSpec``), ``infer(batch)`` ((N, C, H, W) float32 array in [0, 1]
--> (N, outputs) float32 array) and ``close()``. Three implement it:
+-> (N, outputs) float32 array) and ``close()``. Four implement it:
 
 * ``network.Network``: the trainable ``nn.Module`` itself (batchnorm unfolded, from its current parameters);
-* ``torch_infer.TorchEngine``: folded and packed once, oneDNN on the CPU, CUDA elsewhere (the default);
+* ``torch_infer.TorchEngine``: folded and packed once, oneDNN on the CPU (fp32 or bf16), CUDA elsewhere;
+* ``ort_infer.OrtEngine``: ONNX Runtime on the network's cached export (fp32) or its int8 artifact; no
+  PyTorch import once the export is cached;
 * ``numpy_infer.NumpyEngine``: no PyTorch import, for one-shot jobs on the CPU.
 
 ``open_engine(cfg, weights, device=, precision=, engine=)`` opens one; ``choose_engine`` picks the kind for a
@@ -21,7 +23,11 @@ import numpy as np
 from ..errors import DarknetError
 from ..specs import LayerSpec, NetSpec
 
-ENGINES = ("torch", "numpy")
+ENGINES = ("torch", "onnxruntime", "numpy")
+PRECISIONS = ("fp32", "bf16", "int8")
+#: seconds ``import torch`` costs a job that would not otherwise need it (2.1-2.3 s measured on the 2-core
+#: machine the benchmarks run on): what the torch engine must win back before ``auto`` picks it
+TORCH_IMPORT_S = 2.0
 
 
 class Engine(Protocol):
@@ -79,40 +85,96 @@ def resolve_device(device: str) -> str:
     return name
 
 
-def choose_engine(engine: str, *, device: str, images: int | None, has_weights: bool) -> str:
-    """``engine`` ("auto", "torch" or "numpy") for a job of ``images`` images (None: unknown, e.g. a prompt).
+def choose_engine(engine: str, *, device: str, images: int | None, has_weights: bool, precision: str = "fp32",
+                  spec: NetSpec | None = None, cfg: str | os.PathLike | None = None,
+                  weights: str | os.PathLike | None = None, progress: bool = False) -> str:
+    """The engine kind ("torch", "onnxruntime" or "numpy") for ``engine`` ("auto" or one of those) and a job
+    of ``images`` images (None: unknown, e.g. a prompt) at ``precision``.
 
-    auto: NumPy for a single image on the CPU (importing PyTorch costs more than that forward pass), else
-    PyTorch; weights made on the fly need PyTorch's initialisation."""
+    auto: int8 runs on ONNX Runtime and bf16 on PyTorch. fp32 on the CPU with a weights file: where ONNX
+    Runtime is installed, the faster of the two engines by the batch-1 timings cached with the network's
+    export (``ort_infer.cached_model``; made on the first such job, not for a single image), counting the
+    ``TORCH_IMPORT_S`` that PyTorch's import adds to a job that ONNX Runtime would run alone; a single image
+    with no export cached yet, or no ONNX Runtime: NumPy for a single image, else PyTorch. Elsewhere (CUDA,
+    weights made on the fly) PyTorch."""
     if engine not in ENGINES + ("auto",):
         raise DarknetError(f"unknown engine {engine!r} (known: auto, {', '.join(ENGINES)})")
-    if engine == "numpy" and not str(device).startswith("cpu"):
-        raise DarknetError("the numpy engine runs on the CPU only; use --engine torch for --device")
-    if engine == "numpy" and not has_weights:
-        raise DarknetError("the numpy engine needs a weights file (random weights are made by PyTorch)")
+    if precision not in PRECISIONS:
+        raise DarknetError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    cpu = str(device).startswith("cpu")
+    if engine in ("numpy", "onnxruntime") and not cpu:
+        raise DarknetError(f"the {engine} engine runs on the CPU only; use --engine torch for --device {device}")
+    if engine in ("numpy", "onnxruntime") and not has_weights:
+        raise DarknetError(f"the {engine} engine needs a weights file (random weights are made by PyTorch)")
+    wants = {"bf16": "torch", "int8": "onnxruntime"}.get(precision)
+    if wants is not None and engine not in ("auto", wants):
+        raise DarknetError(f"--precision {precision} runs on the {wants} engine, not on {engine}")
     if engine != "auto":
         return engine
-    return "numpy" if images == 1 and str(device).startswith("cpu") and has_weights else "torch"
+    if wants is not None:
+        return wants
+    if not cpu or not has_weights:
+        return "torch"
+    from .ort_infer import EngineCache, cached_model, have_onnxruntime
+
+    if not have_onnxruntime() or spec is None or cfg is None or weights is None:
+        return "numpy" if images == 1 else "torch"
+    try:
+        timings = EngineCache.of(spec, weights).read_timings()
+    except OSError:  # no such weights file: the weights reader says so, in its words
+        return "numpy" if images == 1 else "torch"
+    if timings is None:
+        if images == 1:
+            return "numpy"
+        try:
+            _, timings = cached_model(spec, cfg, weights, progress=progress)
+        except DarknetError:  # no export of this network (remembered in the cache): PyTorch runs it
+            return "torch"
+    if "error" in timings:
+        return "torch"
+    gain_s = (timings["onnxruntime_ms"] - timings["torch_ms"]) / 1e3 * (images if images is not None else 1e9)
+    return "torch" if gain_s > TORCH_IMPORT_S else "onnxruntime"
 
 
 def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None, *, device: str = "cpu",
                 precision: str = "fp32", engine: str = "torch", width: int | None = None,
-                height: int | None = None) -> Engine:
-    """The network of ``cfg`` with ``weights`` (None: darknet's random initialisation) as an engine."""
-    if engine == "numpy":
+                height: int | None = None, threads: int | None = None, progress: bool = False) -> Engine:
+    """The network of ``cfg`` with ``weights`` (None: darknet's random initialisation) as an engine of kind
+    ``engine`` at ``precision`` (``threads``: the onnxruntime engine's threads; PyTorch's are process-wide)."""
+    if precision not in PRECISIONS:
+        raise DarknetError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if engine in ("numpy", "onnxruntime"):
         from ..specs import load_specs
+
+        if weights is None or os.fspath(weights) == "":
+            raise DarknetError(f"the {engine} engine needs a weights file (random weights are made by PyTorch)")
+        spec = load_specs(cfg, width=width, height=height)
+        spec.check_memory()
+    if engine == "numpy":
         from ..weights import read_weights
         from .numpy_infer import NumpyEngine
 
         if precision != "fp32":
-            raise DarknetError(f"precision {precision!r}: the numpy engine runs fp32")
-        if weights is None:
-            raise DarknetError("the numpy engine needs a weights file (random weights are made by PyTorch)")
-        spec = load_specs(cfg, width=width, height=height)
-        spec.check_memory()
+            raise DarknetError(f"--precision {precision}: the numpy engine runs fp32")
         return NumpyEngine(spec, read_weights(weights, spec)[1])
+    if engine == "onnxruntime":
+        from .ort_infer import OrtEngine, cached_model
+
+        if precision == "bf16":
+            raise DarknetError("--precision bf16 runs on the torch engine, not on onnxruntime")
+        if precision == "int8":
+            from ..quantize import check_int8_artifact, int8_artifact_path
+
+            artifact = int8_artifact_path(weights)
+            check_int8_artifact(artifact, weights)
+            return OrtEngine(spec, artifact, precision="int8", threads=threads)
+        model, _ = cached_model(spec, cfg, weights, progress=progress)
+        return OrtEngine(spec, model, threads=threads, weights=weights,
+                         resized=lambda h, w: cached_model(spec.at_size(w, h), cfg, weights)[0])
     if engine != "torch":
         raise DarknetError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    if precision == "int8":
+        raise DarknetError("--precision int8 runs on the onnxruntime engine (after pydarknet quantize), not on torch")
     from .network import load_network
     from .torch_infer import TorchEngine
 
@@ -120,4 +182,4 @@ def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None
     return TorchEngine.from_network(net, device=device, precision=precision)
 
 
-__all__ = ["ENGINES", "Engine", "choose_engine", "resolve_device", "first_nonfinite_row", "nonfinite_error", "open_engine"]
+__all__ = ["ENGINES", "PRECISIONS", "TORCH_IMPORT_S", "Engine", "choose_engine", "resolve_device", "first_nonfinite_row", "nonfinite_error", "open_engine"]

@@ -9,7 +9,10 @@ the shortcut's addition), on channels_last feature maps, a few images a call on 
 the network it was built from, nor itself once built; an engine built before the network was edited is stale
 (``is_stale``) and is rebuilt by its owner (``pydarknet.api.Classifier`` does so).
 
-``precision`` is ``"fp32"``; lower precisions come with their own kernels.
+``precision``: ``"fp32"``, or ``"bf16"``: the folded parameters and the feature maps in bfloat16 on oneDNN's
+bf16 kernels (CPUs with AVX-512 BF16 or AMX; ``bf16_support`` says why not elsewhere) or CUDA, with every
+[softmax] computed in float32 from the bf16 logits, so the probabilities are float32 numbers that sum to 1.
+(int8 runs on ONNX Runtime: ``engines.ort_infer``.)
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from . import first_nonfinite_row, nonfinite_error
 from ..specs import NetSpec, Params
 from .network import ACTIVATIONS, Network, folded_network, image, infer_in_chunks
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "bf16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 #: darknet activation -> oneDNN post-op (name, scalars) applied inside the convolution; others run after it
 ONEDNN_POST_OPS: dict[str, tuple[str, list[float]]] = {
@@ -40,6 +44,20 @@ ONEDNN_POST_OPS: dict[str, tuple[str, list[float]]] = {
     "swish": ("swish", []),
 }
 HAVE_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def bf16_support(device: torch.device) -> str | None:
+    """None where bfloat16 inference runs at speed on ``device``, else the reason it does not (a CPU without
+    AVX-512 BF16 / AMX would emulate it, slower than fp32)."""
+    if device.type == "cuda":
+        return None if torch.cuda.is_bf16_supported() else "this CUDA device has no bfloat16 support"
+    if device.type != "cpu":
+        return f"bf16 runs on the CPU or CUDA, not on {device.type}"
+    if not HAVE_ONEDNN:
+        return "this PyTorch build has no oneDNN (mkldnn)"
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "this CPU has no native bfloat16 (AVX-512 BF16 or AMX): use --precision fp32, or int8"
+    return None
 
 
 class _OneDNNConv:
@@ -105,9 +123,12 @@ class TorchEngine:
         self.precision = precision
         self.spec = spec
         self.device = torch.device(device)
+        if precision == "bf16" and (why := bf16_support(self.device)) is not None:
+            raise DarknetError(f"--precision bf16: {why}")
+        self.dtype = DTYPES[precision]
         self._source: weakref.ref | None = None
         self.source_version: tuple | None = None
-        self._net = folded_network(spec, params).to(device=self.device, dtype=torch.float32)
+        self._net = folded_network(spec, params).to(device=self.device, dtype=self.dtype)
         self._fast = HAVE_ONEDNN and self.device.type == "cpu"
         self._kernels: dict[int, _OneDNNConv] = {}
         if self._fast:
@@ -133,12 +154,20 @@ class TorchEngine:
         source = self._source() if self._source is not None else None
         return source is not None and source.state_version() != self.source_version
 
-    def _steps_for(self, spec: NetSpec) -> dict:
-        """Layer index -> the oneDNN call replacing the layer (or None: computed with the convolution before)."""
+    def _float_softmax(self, spec: NetSpec) -> dict:
+        """Below fp32: layer index -> each [softmax] run in float32 (the logits cast up first)."""
+        if self.dtype == torch.float32:
+            return {}
+        return {s.index: (lambda x, outs, s, layer=self._net._seq[s.index]: layer(x.float(), outs, s))
+                for s in spec.layers if isinstance(s, S.Softmax)}
+
+    def _steps_for(self, spec: NetSpec) -> dict | None:
+        """Layer index -> the oneDNN call replacing the layer (or None: computed with the convolution before);
+        in bf16, each softmax computed in float32."""
         key = (spec.net.height, spec.net.width)
         steps = self._steps.get(key)
         if steps is None:
-            steps = {}
+            steps = self._float_softmax(spec)
             for index, conv in self._kernels.items():
                 steps[index] = lambda x, outs, s, conv=conv: conv(image(x, s.inp), s.activation)
             for p, q in spec.residual_pairs.items():
@@ -155,10 +184,11 @@ class TorchEngine:
         """(N, C, H, W) tensor on the engine's device -> (N, outputs)."""
         spec = self._net.spec_for(x)
         stop = spec.output_index + 1
+        x = x.to(self.dtype)
         if not self._fast:
-            return self._net.run(x, spec, stop)
+            return self._net.run(x, spec, stop, self._steps_for(spec) or None).float()
         # oneDNN's and the 2x2 maxpool's fast layout
-        return self._net.run(x.contiguous(memory_format=torch.channels_last), spec, stop, self._steps_for(spec))
+        return self._net.run(x.contiguous(memory_format=torch.channels_last), spec, stop, self._steps_for(spec)).float()
 
     __call__ = forward
 
@@ -170,7 +200,8 @@ class TorchEngine:
             with torch.inference_mode():
                 x = torch.from_numpy(np.ascontiguousarray(batch[first_nonfinite_row(out)][None], np.float32))
                 spec = self._net.spec_for(x)
-                self._net.run(x.to(self.device), spec, spec.output_index + 1, check=True)
+                self._net.run(x.to(self.device, self.dtype), spec, spec.output_index + 1,
+                              self._float_softmax(spec) or None, check=True)
             raise nonfinite_error(self.spec, None)
         return out
 
