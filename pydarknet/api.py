@@ -44,6 +44,17 @@ class Classifier:
         self.precision = precision
         self.source = source
         self._engine = None
+        self._loaded_version = model.state_version()
+        if precision not in ("fp32", "bf16", "int8"):
+            raise DarknetError(f"unknown precision {precision!r} (known: fp32, bf16, int8)")
+        if precision == "bf16":
+            from .engines.torch_infer import bf16_support
+
+            if (why := bf16_support(self.model.device)) is not None:
+                raise DarknetError(f"precision bf16: {why}")
+        if precision == "int8" and (source is None or not source.weights):
+            raise DarknetError("precision int8 needs the weights file the int8 artifact was made from "
+                               "(pydarknet quantize DATA CFG WEIGHTS --calibrate LIST)")
 
     @property
     def names(self) -> list[str]:
@@ -61,18 +72,34 @@ class Classifier:
 
     @property
     def engine(self):
-        """The inference engine (``TorchEngine``) for the model's current parameters."""
+        """The inference engine for the model's current parameters: a ``TorchEngine`` (fp32, bf16), or for
+        int8 the ``OrtEngine`` on the artifact ``pydarknet quantize`` wrote beside the weights (which holds
+        the weights as they were loaded: editing ``model`` afterwards is an error at the next inference)."""
+        if self.precision == "int8":
+            if self.model.state_version() != self._loaded_version:
+                raise DarknetError("the model's parameters changed since it was loaded, and its int8 artifact holds "
+                                   "the old ones: save the weights and run pydarknet quantize again",
+                                   self.source.weights)
+            if self._engine is None:
+                self.refresh()
+            return self._engine
         if self._engine is None or self._engine.is_stale() or str(self._engine.device) != str(self.model.device):
             self.refresh()
         return self._engine
 
     def refresh(self) -> None:
         """Rebuild the inference engine from the model's parameters as they are now."""
+        from .engines import open_engine
         from .engines.torch_infer import TorchEngine
 
         if self._engine is not None:
             self._engine.close()
-        self._engine = TorchEngine.from_network(self.model, precision=self.precision)
+        if self.precision == "int8":
+            c, h, w = self.model.spec.input_shape
+            self._engine = open_engine(self.source.cfg, self.source.weights, engine="onnxruntime", precision="int8",
+                                       width=w, height=h)
+        else:
+            self._engine = TorchEngine.from_network(self.model, precision=self.precision)
 
     def prepare(self, image: Any) -> np.ndarray:
         """One image (see ``as_chw`` for the forms taken) -> (3, H, W) float32 at the network's size,
@@ -105,7 +132,7 @@ class Classifier:
     def __repr__(self) -> str:
         w, h = self.input_size
         return (f"Classifier({os.path.basename(self.model.spec.path)}, {w}x{h}, {len(self.names)} classes, "
-                f"preprocess={self.preprocess.resize!r}, device={self.device!r})")
+                f"preprocess={self.preprocess.resize!r}, device={self.device!r}, precision={self.precision!r})")
 
 
 def _is_batch(x: Any) -> bool:
@@ -188,7 +215,9 @@ def load(model: str | os.PathLike, weights: str | os.PathLike | None = None, *,
          max_memory: int | str | None = None) -> Classifier:
     """A ready classifier from a zoo name (weights downloaded and verified on first use) or a cfg path.
 
-    ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. ``max_memory``: the memory budget the network is
+    ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. ``precision``: ``fp32`` (darknet's numbers within
+    1e-5), ``bf16`` (oneDNN's bfloat16 kernels where the CPU has them, or CUDA; refused elsewhere) or ``int8``
+    (the artifact ``pydarknet quantize`` wrote beside the weights, on ONNX Runtime). ``max_memory``: the memory budget the network is
     checked against before anything is allocated (bytes or ``"8G"``; default: ``pydarknet.budget``'s).
 
     Names, class order and preprocessing: ``names``/``preprocess`` > ``data`` (a darknet .data file) > the

@@ -266,7 +266,7 @@ def _weights_for(cfg: Path, out: Path, value: float) -> None:
     write_weights(out, spec, params)
 
 
-@pytest.mark.parametrize("engine", ["torch", "numpy"])
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime", "numpy", "auto"])
 def test_weights_that_overflow_are_an_error_naming_the_layer(capsys, tmp_path, engine):
     cfg = tmp_path / "big.cfg"
     cfg.write_text(TINY.replace("activation=leaky", "activation=linear").replace(
