@@ -27,8 +27,11 @@ Method
     is repeated (up to ``--retries`` times) if other processes used more than ``--max-contention`` cores
     on average while it ran (machine busy time from /proc/stat minus our own and our children's CPU
     time). The JSON records ``contention`` per measurement; rows still disturbed are listed at the end.
-  * pydarknet runs in this process: ``engine.infer(x)`` on ``pydarknet.open_engine(cfg, weights)`` (the torch
-    inference engine the command uses, after ``pydarknet.tune_process()``; ``torch.set_num_threads(t)``). C darknet,
+  * pydarknet runs in this process: ``engine.infer(x)`` on the engine the command picks for a long job
+    (``choose_engine("auto", ...)``: the faster of its ONNX Runtime engine and its torch engine, by the timings
+    cached with the network's export in a scratch ``$PYDARKNET_CACHE``; the table names it), after
+    ``pydarknet.tune_process()``, with ``torch.set_num_threads(t)`` and ``t`` ONNX Runtime threads. The bf16
+    column is the torch engine at ``precision="bf16"``; its top-5 is compared with pydarknet's fp32. C darknet,
     OpenCV and ONNX Runtime each run in a fresh subprocess per thread count (``OMP_NUM_THREADS=t`` set before
     the library is loaded; ``cv2.setNumThreads(t)``; ``SessionOptions.intra_op_num_threads = t``,
     ``inter_op_num_threads = 1``), which also keeps libdarknet's OpenCV 4.6 away from the cv2 wheel and
@@ -269,17 +272,27 @@ def make_input(shape) -> np.ndarray:
 # main
 
 
-def bench_pydarknet(cfg: str, weights: str, x: np.ndarray, threads: int, args) -> dict:
+def bench_pydarknet(cfg: str, weights: str, x: np.ndarray, threads: int, args, precision: str = "fp32") -> dict:
+    """pydarknet as the command runs it: the engine ``choose_engine("auto", ...)`` picks for a long job at
+    ``precision`` (fp32: the faster of ONNX Runtime and PyTorch by the timings cached with the export, which
+    the first call makes), with ``threads`` threads."""
     import torch
 
     import pydarknet
+    from pydarknet.engines import choose_engine
+
     torch.set_num_threads(threads)
     pydarknet.tune_process()  # as the pydarknet command does
-    engine = pydarknet.open_engine(cfg, weights)  # the engine pydarknet uses by default
+    spec = pydarknet.load_specs(cfg)
+    kind = choose_engine("auto", device="cpu", images=None, has_weights=True, precision=precision, spec=spec,
+                         cfg=cfg, weights=weights)
+    engine = pydarknet.open_engine(cfg, weights, engine=kind, precision=precision, threads=threads)
     batch = x[None]
     r = time_calls(lambda: engine.infer(batch), repeat=args.repeat, budget=args.budget, warmup=args.warmup)
+    engine.close()
     r["output"] = r["output"].reshape(-1).copy()
     r["ok"] = True
+    r["engine"] = kind
     return r
 
 
@@ -330,16 +343,20 @@ def compare(py: dict, others: dict) -> tuple[dict, dict, bool]:
 
 
 def table(results: list[dict]) -> list[str]:
-    lines = ["| model | threads | pydarknet ms | darknet ms | opencv ms | onnxruntime ms | vs darknet | vs opencv "
-             "| vs onnxruntime | top-5 same | max\\|diff\\| darknet / opencv / onnxruntime |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---|"]
+    lines = ["| model | threads | pydarknet ms (engine) | darknet ms | opencv ms | onnxruntime ms | vs darknet | vs opencv "
+             "| vs onnxruntime | top-5 same | max\\|diff\\| darknet / opencv / onnxruntime | bf16 ms | bf16 vs fp32 "
+             "| bf16 top-5 same |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---|---:|---:|:---:|"]
     for r in results:
         d = r["max_abs_diff"]
         dd = " / ".join("-" if d.get(k) is None else f"{d[k]:.1e}" for k in IMPLS)
-        lines.append(f"| {r['model']} | {r['threads']} | {fmt_ms(r['pydarknet'])} | "
+        b = r.get("bf16")
+        b_same = "-" if not b or not b.get("ok") else ("y" if top5(b["output"]) == top5(r["pydarknet"]["output"]) else "n")
+        lines.append(f"| {r['model']} | {r['threads']} | {fmt_ms(r['pydarknet'])} ({r['pydarknet'].get('engine', '?')}) | "
                      + " | ".join(fmt_ms(r[k]) for k in IMPLS) + " | "
                      + " | ".join(speedup(r[k], r["pydarknet"]) for k in IMPLS)
-                     + f" | {'y' if r['top5_same'] else 'n'} | {dd} |")
+                     + f" | {'y' if r['top5_same'] else 'n'} | {dd} | {fmt_ms(b)} | "
+                     + (speedup(r["pydarknet"], b) if b and b.get("ok") else "-") + f" | {b_same} |")
     return lines
 
 
@@ -354,6 +371,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-darknet", action="store_true", help="skip the C darknet baseline")
     ap.add_argument("--no-opencv", action="store_true", help="skip the OpenCV baseline")
     ap.add_argument("--no-onnxruntime", action="store_true", help="skip the ONNX Runtime baseline")
+    ap.add_argument("--no-bf16", action="store_true", help="skip pydarknet's bf16 column")
     ap.add_argument("--c-every-thread-count", action="store_true",
                     help="time C darknet at every thread count even if libdarknet has no OpenMP")
     C.add_quiet_wait(ap)
@@ -408,6 +426,7 @@ def main(argv=None) -> int:
     exports: dict = {}
     t_start = time.perf_counter()
     with C.scratch_dir() as tmp:
+        os.environ["PYDARKNET_CACHE"] = os.path.join(tmp, "cache")  # the engines' exports: this run's own
         for name in models:
             cfg = pydarknet.zoo_cfg(name)
             spec = pydarknet.load_specs(cfg)
@@ -440,6 +459,12 @@ def main(argv=None) -> int:
                     return timed(kind, lambda: run_worker(kind, cfg, model_file, input_path, t, args, tmp))
 
                 py = timed("pydarknet", lambda: bench_pydarknet(cfg, weights, x, t, args))
+                bf16 = None
+                if not args.no_bf16:
+                    try:
+                        bf16 = timed("bf16", lambda: bench_pydarknet(cfg, weights, x, t, args, precision="bf16"))
+                    except pydarknet.DarknetError as e:  # no native bf16 on this CPU
+                        bf16 = {"ok": False, "unsupported": True, "error": e.problem}
                 c = None
                 if c_refusal:
                     c = {"ok": False, "unsupported": True, "error": c_refusal}
@@ -462,7 +487,7 @@ def main(argv=None) -> int:
                 # correctness
                 others = {"darknet": c, "opencv": cv, "onnxruntime": ort}
                 tops, diffs, same = compare(py, others)
-                row.update(pydarknet=py, **others, top5=tops, top5_same=same, max_abs_diff=diffs, busy_machine=busy)
+                row.update(pydarknet=py, bf16=bf16, **others, top5=tops, top5_same=same, max_abs_diff=diffs, busy_machine=busy)
                 results.append(row)
                 print(f"[{time.perf_counter() - t_start:6.0f}s] {name} t={t}: "
                       + ", ".join(progress_cell(label, r) for label, r in (("pydarknet", py), *others.items()))
@@ -503,7 +528,7 @@ def main(argv=None) -> int:
                                    "inter_op_num_threads": 1, "graph_optimization_level": "default (ORT_ENABLE_ALL)"}},
         "elapsed_s": round(elapsed, 1),
         "onnx_export": exports,
-        "results": [dict(r, **{k: clean(r[k]) for k in ("pydarknet",) + IMPLS}) for r in results],
+        "results": [dict(r, **{k: clean(r[k]) for k in ("pydarknet", "bf16") + IMPLS}) for r in results],
     }
     rel = C.write_json(doc, args.json)
     print(f"\n({len(results)} rows in {elapsed:.0f} s; JSON: {rel})")
