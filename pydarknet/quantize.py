@@ -372,8 +372,9 @@ def quantize_onnx(fp32: bytes, inputs: np.ndarray, *, method: str = DEFAULT_METH
 @dataclass
 class QuantizeReport:
     """What ``quantize_model`` did and how int8 compares with fp32 on the held-out images. Agreements and
-    accuracies are fractions; accuracies are None when the images' labels are not known; ``k`` is the top-k
-    compared (5, or the class count if fewer)."""
+    accuracies are fractions; accuracies are None when no held-out image's label is known (`classifier
+    valid`'s counts otherwise: an unlabelled image is wrong); ``k`` is the top-k compared (5, or the class
+    count if fewer)."""
     artifact: str
     report: str
     weights: str
@@ -421,6 +422,8 @@ class QuantizeReport:
         if self.fp32_top1 is not None:
             out += [f"fp32 top 1: {self.fp32_top1:f}", f"int8 top 1: {self.int8_top1:f}",
                     f"fp32 top {k}: {self.fp32_top5:f}", f"int8 top {k}: {self.int8_top5:f}"]
+            if self.unlabelled:
+                out.append(f"unlabelled images: {self.unlabelled} (counted wrong, as classifier valid counts them)")
         out += [f"fp32 images/s: {self.fp32_images_per_second:.1f}",
                 f"int8 images/s: {self.int8_images_per_second:.1f}"]
         return out
@@ -598,7 +601,7 @@ def quantize_model(model, plan, *, images: int = DEFAULT_IMAGES, holdout: int | 
             report.holdout_images = n
             report.top1_agreement, report.top5_agreement, report.max_prob_diff = same1 / n, same5 / n, worst
             report.fp32_images_per_second, report.int8_images_per_second = n / t32, n / t8
-            if plan.label_of is not None:
+            if plan.label_of is not None and m32.unlabelled < m32.read:  # some image has a label
                 report.fp32_top1, report.fp32_top5 = m32.top1_acc, m32.topk_acc
                 report.int8_top1, report.int8_top5 = m8.top1_acc, m8.topk_acc
                 report.unlabelled = m32.unlabelled

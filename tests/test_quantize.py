@@ -299,6 +299,21 @@ def test_a_few_unreadable_images_are_skipped_and_a_poor_model_says_so(fm, capsys
     assert "the int8 model is poor; try --precision bf16" in err
 
 
+def test_no_accuracy_when_no_image_has_a_label(fm, capsys, tmp_path):
+    """Labels known (the fashion set) but found in no path: no accuracy lines, not an accuracy of 0."""
+    plain = []
+    for i, p in enumerate(fm["paths"][:90]):
+        plain.append(str(tmp_path / f"img{i:03d}.png"))
+        shutil.copyfile(p, plain[-1])
+    rc, out, err = run_main(["quantize", "fashion", "fashion", fm["weights"], "--calibrate",
+                             write_list(tmp_path / "plain.list", plain), "--images", "40", "--out",
+                             str(tmp_path / "plain.onnx"), "-q"], capsys)
+    assert rc == 0, err
+    assert "held-out images: 50" in out and "top 1 agreement: " in out and "fp32 top 1" not in out
+    doc = json.loads((tmp_path / "plain.onnx.report.json").read_text())
+    assert doc["fp32_top1"] is None and doc["unlabelled"] == 0 and doc["holdout_images"] == 50
+
+
 def test_cli_end_to_end(fm, tmp_path):
     out = tmp_path / "custom.int8.onnx"
     r = subprocess.run([sys.executable, "-m", "pydarknet", "quantize", "fashion", "fashion", fm["weights"],
