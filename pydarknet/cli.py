@@ -493,6 +493,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """int8 post-training static quantization calibrated on --calibrate's images, with the fp32-vs-int8 report."""
+    from .datacfg import read_data_cfg
+    from .quantize import plan_quantization, quantize_model
+    from .specs import load_specs
+
+    _check_positionals(args, "pydarknet quantize DATA CFG [WEIGHTS] --calibrate LIST", data=True)
+    model = _model(args)
+    plan = plan_quantization(model, load_specs(model.cfg), read_data_cfg(args.data), args.calibrate, names=args.names,
+                             labels_from=args.labels_from, ground_truth=args.ground_truth)
+    for line in plan.warnings + plan.problems:
+        print(f"pydarknet: warning: {line}", file=sys.stderr)
+    r = quantize_model(model, plan, images=args.calibration_images, holdout=args.holdout, out=args.out,
+                       method=args.method, seed=args.seed, batch=args.batch, threads=args.threads,
+                       progress=not args.quiet)
+    for error in r.unreadable[:ERROR_LINES]:
+        print(f"pydarknet: error: {error}", file=sys.stderr)
+    if r.unreadable:
+        print(f"pydarknet: {len(r.unreadable)} images could not be read, skipped", file=sys.stderr)
+    print("\n".join(r.lines()))
+    if r.warning():
+        print(f"pydarknet: warning: {r.warning()}", file=sys.stderr)
+    print(f"pydarknet: wrote {r.artifact} and {r.report}", file=sys.stderr)
+    return EXIT_SKIPPED if r.unreadable else 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """A PyTorch state dict (.safetensors / .pt, names as `export --state-dict` writes) -> darknet weights."""
     from .engines.network import Network
@@ -740,6 +766,45 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("out", help="darknet weights file to write")
     im.set_defaults(func=cmd_import)
     LEAVES[("import",)] = im
+
+    from .quantize import DEFAULT_HOLDOUT, DEFAULT_IMAGES, DEFAULT_METHOD, METHODS, MIN_TOP1_AGREEMENT
+
+    qu = sub.add_parser("quantize", help="int8 post-training quantization calibrated on your images, with an "
+                                         "fp32-versus-int8 report (ONNX Runtime)",
+                        usage="pydarknet quantize DATA CFG [WEIGHTS] --calibrate LIST [options]")
+    qu.add_argument("data", help="darknet .data file (labels= for the report's accuracy), or imagenet1k / fashion")
+    qu.add_argument("cfg", help=".cfg file or zoo model name")
+    qu.add_argument("weights", nargs="?", help="weights file (zoo models: fetched)")
+    qu.add_argument("--calibrate", required=True, metavar="LIST",
+                    help="image list (one path a line) or directory: calibration and held-out images, prepared "
+                         "as classifier valid prepares them")
+    qu.add_argument("--images", dest="calibration_images", type=_positive_int, default=DEFAULT_IMAGES, metavar="N",
+                    help="calibration images, drawn from LIST by a shuffle seeded with --seed")
+    qu.add_argument("--holdout", type=_count_at_least(0), default=None, metavar="M",
+                    help=f"held-out images for the report, disjoint from the calibration ones (default: the rest "
+                         f"of LIST, up to {DEFAULT_HOLDOUT}; 0: no report)")
+    qu.add_argument("--seed", type=_count_at_least(0), default=0,
+                    help="seed of the shuffle that splits LIST into calibration and held-out images (default: 0)")
+    qu.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                    help="calibration: ranges from min/max, entropy or the 99.999th percentile")
+    qu.add_argument("--out", metavar="FILE",
+                    help="the int8 model to write (default: WEIGHTS.int8.onnx beside the weights; the report "
+                         "goes beside it, FILE.report.json)")
+    qu.add_argument("--batch", type=_positive_int, default=16, help="images per calibration and comparison pass")
+    qu.add_argument("--threads", type=_positive_int, default=None,
+                    help="ONNX Runtime threads for the comparison (default: all cores)")
+    qu.add_argument("--labels-from", choices=("substring", "folder"), default="substring",
+                    help="how an image's class is found for the accuracy: a label in its path or its folder")
+    qu.add_argument("--ground-truth", metavar="FILE", help="IMAGE LABEL lines giving each image's class")
+    _add_names_option(qu)
+    qu.add_argument("--mirror", action="append", default=[], metavar="URL",
+                    help="base URL to fetch zoo weights from before the published one (also $PYDARKNET_MIRROR)")
+    qu.add_argument("--offline", action="store_true", help="never download; use cached zoo weights only")
+    qu.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    qu.epilog = (f"A top-1 agreement under {MIN_TOP1_AGREEMENT:.0%} is reported as a poor int8 model (try "
+                 "--precision bf16).")
+    qu.set_defaults(func=cmd_quantize)
+    LEAVES[("quantize",)] = qu
 
     zoo = sub.add_parser("zoo", help="the model zoo: published and computed figures, cached or not")
     zoo.set_defaults(func=cmd_zoo)
