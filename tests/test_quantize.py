@@ -361,3 +361,33 @@ def test_fashion_top1_over_the_10k_test_images_within_half_a_point(tmp_path):
     assert top1_fp32 == pytest.approx(0.8777, abs=1e-4)
     assert abs(top1_int8 - top1_fp32) <= 0.005, (top1_fp32, top1_int8)
     assert np.mean(int8.argmax(1) == fp32.argmax(1)) >= 0.98
+
+
+def test_precision_int8_runs_the_artifact_in_valid_predict_and_the_api(fm, quantized, capsys, tmp_path):
+    """--precision int8 (and load(precision="int8")) run the artifact beside the weights: the same top-1 as
+    fp32 on >= 97% of images; without an artifact, or for other weights, one line, exit 2."""
+    from pydarknet.cli import main
+
+    import pydarknet
+
+    listing = write_list(tmp_path / "v.list", fm["paths"][100:160])
+    results = {}
+    for precision in ("fp32", "int8"):
+        code = main(["classifier", "predict", "fashion", "fashion", fm["weights"], "--list", listing,
+                     "--precision", precision, "-q"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        results[precision] = [line.split(",")[:2] for line in out.splitlines()]
+    agree = sum(a == b for a, b in zip(results["fp32"], results["int8"]))
+    assert len(results["int8"]) >= 60 and agree >= 0.97 * len(results["int8"]), results
+    clf = pydarknet.load("fashion", fm["weights"], precision="int8")
+    assert clf.engine.kind == "onnxruntime" and clf.engine.precision == "int8"
+    want = pydarknet.load("fashion", fm["weights"]).predict(fm["paths"][100:110], top=1)
+    got = clf.predict(fm["paths"][100:110], top=1)
+    assert sum(a[0].index == b[0].index for a, b in zip(want, got)) >= 9
+    # other weights: no artifact beside them
+    other = tmp_path / "other.weights"
+    shutil.copyfile(fm["weights"], other)
+    code = main(["classify", "fashion", str(other), fm["paths"][0], "--precision", "int8", "-q"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1 and "other.weights.int8.onnx" in err, err
