@@ -153,12 +153,15 @@ def _check_png_complete(f, size: int, name: str) -> None:
     raise DarknetError(f"truncated PNG: the file ends ({size:,} bytes) before its IEND chunk", name)
 
 
-#: a marker inside or after entropy-coded data: 0xFF (fill bytes allowed) then neither a stuffed 0x00 nor
-#: a restart marker (RSTn lives inside the scan)
+#: the end of a marker inside or after entropy-coded data: 0xFF (the last of any fill bytes) then neither a
+#: stuffed 0x00, nor a restart marker (RSTn lives inside the scan), nor another 0xFF. The match's end is the one
+#: of ``\xff+[^\x00\xd0-\xd7\xff]`` (the first such 0xFF is the last of its run), but a pattern that starts with
+#: a literal byte lets the regex engine skip ahead to each 0xFF: 1.0 ms instead of 19.5 ms for kite.jpg's 1.4 MB
+#: (the leading repeat made it try every position)
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 #: the most scans a JPEG may have: encoders write 1 (baseline) or about 10 (progressive); each scan is a pass
 #: over the whole image, so thousands of tiny scans make a small file that decodes for minutes
 MAX_JPEG_SCANS = 100
-_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
 _FF = re.compile(rb"\xff")
 
 
