@@ -1,9 +1,10 @@
 """Validation benchmark: ``pydarknet classifier valid`` vs ``darknet classifier valid``, same list, same weights.
 
-Per model (``--models tiny,darknet19`` by default)::
+    python benchmarks/validate.py                         # ~12 minutes on 2 cores
+    python benchmarks/validate.py --workloads photos,fashion  # the issue's two whole-process lists, ~3 minutes
+    python benchmarks/validate.py --workloads pngs --models tiny --images 200 --batch 32 --workers 0,2
 
-    python benchmarks/validate.py                         # ~8 minutes on 2 cores
-    python benchmarks/validate.py --models tiny --images 200 --batch 32 --workers 0,2
+Per model (``--models tiny,darknet19`` by default), the ``pngs`` workload:
 
 1. Images and weights as in ``benchmarks/predict.py`` (``common.make_images`` / ``make_weights``: PNG images
    made from darknet's sample photos and Fashion-MNIST; darknet's random init with the last layer scaled so
@@ -26,6 +27,22 @@ Per model (``--models tiny,darknet19`` by default)::
    ``--workers`` setting; its rate is the one it prints (``N images/s``, from the start of the validation
    loop to its end, model loading excluded: comparable to darknet's steady rate); end-to-end is
    ``N / wall``.
+
+Whole-process workloads (``--workloads``; default ``pngs,photos,fashion``; ``pngs`` is steps 1-5 above):
+
+* ``photos``: darknet's 7 sample photos (``/usr/share/darknet/data/*.jpg``, 352x448 to 1352x900 JPEGs) x 100,
+  each copy a symlink under an ImageNet synset directory, with ``--photos-model`` (tiny) and weights made as in
+  step 1; labels from pydarknet's ranking of each photo as in step 2 (copy i of a photo gets the class ranked
+  ``RANK_CYCLE[i % 4]``: top-1 25 %, top-5 75 %).
+* ``fashion``: the first ``--fashion-images`` (1000) Fashion-MNIST test images as 28x28 PNGs in darknet's list
+  layout (``scripts/fashion_mnist.py write``: the label in the file name) with the bundled ``fashion`` model
+  (trained weights, real labels).
+
+Each is run whole-process by both programs on the whole list, ``classifier valid DATA CFG WEIGHTS``:
+pydarknet with its defaults (and each ``--whole-workers`` value), ``--whole-repeat`` runs each (median wall
+time); darknet once (single-threaded, steadier; ``--whole-darknet-repeat``). The ratio is darknet's wall time
+over pydarknet's (start-up, model loading and all). Every running line, the final line and the per-image lines
+(path and label; probabilities within 1e-5) must equal darknet's.
 
 Children get ``OMP_NUM_THREADS`` etc. = ``--threads`` (2); Debian's darknet is single-threaded anyway.
 Before each measurement the script waits (``--quiet-wait``) for an idle machine and flags the ones that
@@ -217,11 +234,146 @@ def bench_model(name, pool, args, env, quiet, tmp) -> dict:
     return res
 
 
+def photo_list(tmp: str, copies: int) -> list[str]:
+    """darknet's sample photos x ``copies``, as symlinks (synset directories come later)."""
+    import glob
+
+    photos = sorted(glob.glob(os.path.join(C.PHOTOS, "*.jpg")))
+    if not photos:
+        raise SystemExit(f"no sample photos in {C.PHOTOS} (Debian's darknet package)")
+    return [photos[i % len(photos)] for i in range(copies * len(photos))]
+
+
+def compare_outputs(ours: dict, theirs: dict) -> dict:
+    """Running lines, final line and per-image lines of two ``classifier valid`` outputs."""
+    per_py, running_py = split_valid_output(ours["stdout"])
+    per_dk, running_dk = split_valid_output(theirs["stdout"])
+    return {"final_line": running_py[-1] if running_py else None,
+            "darknet_final_line": running_dk[-1] if running_dk else None,
+            "final_line_identical": bool(running_py) and running_py[-1:] == running_dk[-1:],
+            "running_lines_identical": sum(a == b for a, b in zip(running_py, running_dk)),
+            "running_lines": len(running_dk), "per_image": compare_per_image(per_py, per_dk)}
+
+
+def whole_process(label: str, data: str, cfg: str, weights: str, n: int, args, env, quiet, tmp) -> dict:
+    """Both programs' ``classifier valid`` on the whole list, whole process: wall times, ratio, same lines."""
+    py = C.pydarknet_exe() + ["classifier", "valid", data, cfg, weights, "-q"]
+    dk = C.darknet_exe()
+    res: dict = {"workload": label, "images": n, "cfg": cfg, "pydarknet": []}
+    C.run_proc(py, env=env, cwd=tmp)  # warm-up: page cache, bytecode cache
+    for workers in [None] + args.whole_workers:
+        cmd = py + ([] if workers is None else ["--workers", str(workers)])
+        runs = []
+        for i in range(max(1, args.whole_repeat)):
+            quiet(f"pydarknet valid {label} workers={workers} run {i + 1}")
+            runs.append(C.run_proc(cmd, env=env, cwd=tmp))
+        walls = [r["wall"] for r in runs]
+        med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+        res["pydarknet"].append({"workers": "default" if workers is None else workers, "wall_s": C.median(walls),
+                                 "walls_s": walls, "cpu_s": med["cpu"], "printed_img_s": printed_rate(med["stderr"]),
+                                 "run": med})
+        log(f"pydarknet valid {label} (workers {workers or 'default'}): {C.median(walls):.2f} s "
+            f"(runs {', '.join(f'{w:.2f}' for w in walls)})")
+    if dk:
+        walls, last = [], None
+        for i in range(max(1, args.whole_darknet_repeat)):
+            quiet(f"darknet valid {label} run {i + 1}")
+            last = C.run_proc([dk, "classifier", "valid", data, cfg, weights], env=env, cwd=tmp)
+            walls.append(last["wall"])
+        res["darknet"] = {"wall_s": C.median(walls), "walls_s": walls, "cpu_s": last["cpu"]}
+        log(f"darknet valid {label}: {C.median(walls):.2f} s")
+        for row in res["pydarknet"]:
+            row["vs_darknet"] = res["darknet"]["wall_s"] / row["wall_s"]
+            row.update(compare_outputs(row["run"], last))
+            log(f"  {label} workers {row['workers']}: {row['vs_darknet']:.1f}x darknet; final line "
+                f"{row['final_line']!r}, identical: {row['final_line_identical']}")
+    for row in res["pydarknet"]:
+        del row["run"]
+    return res
+
+
+def bench_photos(args, env, quiet, tmp) -> dict:
+    import pydarknet
+
+    name = args.photos_model
+    cfg = str(pydarknet.zoo_cfg(name))
+    pool = photo_list(tmp, args.photo_copies)
+    weights = os.path.join(tmp, f"photos_{name}.weights")
+    C.make_weights(cfg, weights, args.seed, sorted(set(pool))[:4])
+    unique = sorted(set(pool))
+    ranked_one = dict(zip(unique, rankings(cfg, weights, unique, args.threads)))
+    ranked = [ranked_one[p] for p in pool]
+    with open(C.LABELS) as f:
+        labels = [ln.rstrip("\n") for ln in f][:1000]
+    root = os.path.join(tmp, f"photos_{name}")
+    paths = []
+    for i, src in enumerate(pool):  # copy i of a photo: the class ranked RANK_CYCLE[(i // 7) % 4]
+        cls = ranked[i][RANK_CYCLE[(i // len(unique)) % len(RANK_CYCLE)]]
+        d = os.path.join(root, labels[cls])
+        os.makedirs(d, exist_ok=True)
+        dst = os.path.join(d, f"{i:04d}_{os.path.basename(src)}")
+        if not os.path.lexists(dst):
+            os.symlink(src, dst)
+        paths.append(dst)
+    lst = os.path.join(tmp, "photos.list")
+    with open(lst, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    data = os.path.join(tmp, "photos.data")
+    write_data(data, lst)
+    return whole_process(f"{len(paths)} photos ({name})", data, cfg, weights, len(paths), args, env, quiet, tmp)
+
+
+def bench_fashion(args, env, quiet, tmp) -> dict:
+    import importlib.util
+    from pathlib import Path
+
+    import pydarknet
+
+    spec = importlib.util.spec_from_file_location("fashion_mnist", os.path.join(C.ROOT, "scripts", "fashion_mnist.py"))
+    fm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fm)
+    if not fm.SOURCE.is_dir():
+        log(f"{fm.SOURCE} not found: the fashion workload is skipped")
+        return {}
+    out = Path(tmp) / "fashion"
+    data = fm.write(out, limit=args.fashion_images)
+    cfg = str(pydarknet.zoo_cfg("fashion"))
+    weights = os.path.join(os.path.dirname(pydarknet.__file__), "models", "fashion.weights")  # bundled
+    n = sum(1 for _ in open(out / "test.list"))
+    return whole_process(f"{n} Fashion-MNIST PNGs (fashion)", str(data), cfg, weights, n, args, env, quiet, tmp)
+
+
+def report_whole(doc: dict) -> list[str]:
+    rows = [w for w in doc.get("whole", []) if w]
+    if not rows:
+        return []
+    L = ["### `classifier valid`, whole process, the whole list (wall time; start-up and loading included)", "",
+         "| workload | images | pydarknet workers | pydarknet s (runs) | darknet s | darknet / pydarknet "
+         "| final line | identical to darknet's | running lines | per-image lines (path, label; max prob diff) |",
+         "|---|---:|---|---:|---:|---:|---|:---:|---:|---|"]
+    for w in rows:
+        d = w.get("darknet")
+        for r in w["pydarknet"]:
+            pi = r.get("per_image")
+            L.append(f"| {w['workload']} | {w['images']} | {r['workers']} | {r['wall_s']:.2f} "
+                     f"({', '.join(f'{x:.2f}' for x in r['walls_s'])}) | {d['wall_s']:.2f} | "
+                     f"**{r['vs_darknet']:.1f}x** | `{r.get('final_line')}` | "
+                     f"{'**yes**' if r.get('final_line_identical') else '**NO**'} | "
+                     f"{r.get('running_lines_identical')}/{r.get('running_lines')} | "
+                     + (f"{pi['same_path_and_label']}/{pi['n']}; {pi['max_prob_diff']:.1e}" if pi else "-") + " |"
+                     if d else f"| {w['workload']} | {w['images']} | {r['workers']} | {r['wall_s']:.2f} | - | - "
+                     "| - | - | - | - |")
+    return L + [""]
+
+
 def report(doc: dict) -> str:
-    L = ["### `classifier valid`: same list, same weights (top-1/top-5 lines vs C darknet)", "",
-         "| model | images | darknet final line | pydarknet final line | identical | running lines identical "
-         "| per-image lines (path, label; max prob diff) |",
-         "|---|---:|---|---|:---:|---:|---|"]
+    L = report_whole(doc)
+    if not doc["models"]:
+        return "\n".join(L + C.report_tail(doc))
+    L += ["### `classifier valid`: same list, same weights (top-1/top-5 lines vs C darknet)", "",
+          "| model | images | darknet final line | pydarknet final line | identical | running lines identical "
+          "| per-image lines (path, label; max prob diff) |",
+          "|---|---:|---|---|:---:|---:|---|"]
     for m in doc["models"]:
         s, d = m["same_list"], m.get("darknet") or {}
         pi = s.get("per_image")
@@ -253,8 +405,22 @@ def report(doc: dict) -> str:
     return "\n".join(L)
 
 
+#: the issue's goals for the whole-process workloads: darknet's wall time over pydarknet's at least this
+WHOLE_GOALS = {"photos": 10.0, "fashion": 1.0}
+
+
 def goals(doc: dict) -> list[str]:
     out = []
+    for w in doc.get("whole", []):
+        if not w or "darknet" not in w:
+            continue
+        best = max(w["pydarknet"], key=lambda r: r["vs_darknet"])
+        default = w["pydarknet"][0]
+        goal = WHOLE_GOALS["fashion" if "Fashion" in w["workload"] else "photos"]
+        out.append(f"valid {w['workload']}, whole process, >= {goal:g}x darknet: defaults {default['vs_darknet']:.2f}x"
+                   + (f", best {best['vs_darknet']:.2f}x (workers {best['workers']})" if best is not default else "")
+                   + f" -> {'met' if default['vs_darknet'] >= goal else 'NOT met'}; final line identical: "
+                   f"{'yes' if all(r.get('final_line_identical') for r in w['pydarknet']) else 'NO'}")
     for m in doc["models"]:
         rs = [r for r in m["settings"] if r["vs_darknet"]]
         if rs:
@@ -279,10 +445,26 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="0,1,2", help="pydarknet --workers values (default 0,1,2)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per pydarknet setting (the median run by images/s is reported; default 1)")
+    ap.add_argument("--workloads", default="pngs,photos,fashion",
+                    help="pngs (per --models: same list, then throughput), photos (the 7 sample photos x "
+                         "--photo-copies, whole process), fashion (--fashion-images Fashion-MNIST PNGs, whole "
+                         "process); default all three")
+    ap.add_argument("--photos-model", default="tiny", help="zoo model of the photos workload (default tiny)")
+    ap.add_argument("--photo-copies", type=int, default=100, help="copies of each sample photo (default 100)")
+    ap.add_argument("--fashion-images", type=int, default=1000, help="Fashion-MNIST test images (default 1000)")
+    ap.add_argument("--whole-workers", default="",
+                    help="pydarknet --workers values run besides its defaults in the whole-process workloads")
+    ap.add_argument("--whole-repeat", type=int, default=3, help="pydarknet runs per whole-process setting (median)")
+    ap.add_argument("--whole-darknet-repeat", type=int, default=1, help="darknet runs per whole-process workload")
     args = ap.parse_args(argv)
     args.batch = C.int_list(args.batch)
     args.workers = C.int_list(args.workers)
-    models = C.zoo_models(args.models)
+    args.whole_workers = C.int_list(args.whole_workers) if args.whole_workers else []
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(workloads) - {"pngs", "photos", "fashion"}
+    if unknown:
+        ap.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    models = C.zoo_models(args.models) if "pngs" in workloads else []
 
     import pydarknet
 
@@ -291,14 +473,19 @@ def main(argv=None) -> int:
     quiet = C.Quiet(args.quiet_wait)
     with C.scratch_dir(args.keep) as tmp:
         env = C.child_env(args.threads, os.path.join(tmp, "pycache"))
-        n_pool = max(args.images, args.darknet_images or 100)
-        log(f"making {n_pool} PNG images in {tmp}")
-        pool = C.make_images(os.path.join(tmp, "images"), n_pool)
         doc: dict = {"args": vars(args), "machine": C.machine_info(),
                      "versions": {"pydarknet": pydarknet.__version__, "numpy": np.__version__},
-                     "darknet": C.darknet_exe(), "loadavg_start": C.loadavg(), "models": []}
-        for name in models:
-            doc["models"].append(bench_model(name, pool, args, env, quiet, tmp))
+                     "darknet": C.darknet_exe(), "loadavg_start": C.loadavg(), "models": [], "whole": []}
+        if "photos" in workloads:
+            doc["whole"].append(bench_photos(args, env, quiet, tmp))
+        if "fashion" in workloads:
+            doc["whole"].append(bench_fashion(args, env, quiet, tmp))
+        if models:
+            n_pool = max(args.images, args.darknet_images or 100)
+            log(f"making {n_pool} PNG images in {tmp}")
+            pool = C.make_images(os.path.join(tmp, "images"), n_pool)
+            for name in models:
+                doc["models"].append(bench_model(name, pool, args, env, quiet, tmp))
         C.finish(doc, quiet, report, goals, args.json)
     return 0
 

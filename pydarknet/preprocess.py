@@ -6,6 +6,8 @@ by zero and yields NaN), we take the limit it was meant to have and say so in a 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 F32 = np.float32
@@ -53,40 +55,82 @@ def image_hw(im: np.ndarray) -> tuple[int, int]:
     return im.shape[:2] if _is_rgb8(im) else im.shape[1:]
 
 
-def _resize_rgb8(im8: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int, h: int) -> np.ndarray:
-    """resize_image of the (virtual) image ``im8[rows][:, cols]``, from uint8 (H, W, 3): gathers only the
-    rows the second pass reads and, in them, the two columns each output column reads; converts only those
-    (``v/255`` in float32, as to_float_chw), then does resize_image's float32 operations in its order (on
-    (H, W, C) arrays: the same element-wise operations), so the result is bit-exact with
-    ``resize_image(to_float_chw(...))``."""
-    ih, iw = len(rows), len(cols)
-    if w <= 0 or h <= 0:
-        return np.zeros((3, max(h, 0), max(w, 0)), F32)
+@functools.lru_cache(maxsize=256)
+def _plan(ih: int, iw: int, w: int, h: int) -> tuple:
+    """resize_image's taps for ``iw`` x ``ih`` -> ``w`` x ``h`` as the uint8 path uses them (cached: a list of
+    photos repeats a few sizes, and a plan costs a few dozen small-array operations):
+
+    - ``rows``: the source rows the y pass reads, in the order the x pass computes them; ``y0``, ``y1``: where
+      each output row's two rows sit among them (slices when ``rows`` is ``iy`` then ``iy + 1``: a downscale,
+      where few rows are read twice; else index arrays into the distinct rows, computed once each);
+    - ``cols``: the two source columns of each output column (``ix0``, then ``ix1``);
+    - weights: ``wx`` (2w, 1) on those columns, ``(1-dx, dx)`` (1 and 0 where the output column copies the
+      last source column); ``wy0``, ``wy1`` (h,) for the y pass (``dy`` 0 on the row with no second tap).
+
+    The weights 1 and 0 keep darknet's arithmetic: ``1*a + 0*b == a`` and ``p + 0*q == p`` exactly in float32
+    for the finite non-negative pixels here, so one formula covers the copied last column, the last row, and
+    1-pixel sources."""
     ix0, ix1, dx, last_col = _x_taps(iw, w)
+    wx = np.concatenate([np.where(last_col, F32(1), F32(1) - dx), np.where(last_col, F32(0), dx)]).astype(F32)
     iy, dy, _ = _axis_weights(ih, h)
     iy = np.minimum(iy, ih - 1)
     second = np.arange(h) != h - 1
     if ih == 1:
         second[:] = False
-    iy1 = np.minimum(iy + 1, ih - 1)
-    need_r = np.unique(np.concatenate([iy, iy1[second]]))
-    band = im8[rows[need_r]]  # (r, W, 3) uint8: only the rows read
-
-    def taps(cx):  # the band's columns cx, as floats
-        return band[:, cols[cx]].astype(F32) / F32(255)
-
-    part = (F32(1) - dx)[None, :, None] * taps(ix0) + dx[None, :, None] * taps(ix1)
-    part[:, last_col] = taps(np.array([iw - 1]))
-    r0, r1 = np.searchsorted(need_r, iy), np.searchsorted(need_r, iy1)
-    out = (F32(1) - dy)[:, None, None] * part[r0]
-    if second.any():
-        sel = np.nonzero(second)[0]
-        out[sel] += dy[sel][:, None, None] * part[r1[sel]]
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+    iy1 = np.where(second, np.minimum(iy + 1, ih - 1), iy)
+    wy0 = (F32(1) - dy).astype(F32)
+    wy1 = np.where(second, dy, F32(0)).astype(F32)
+    need = np.unique(np.concatenate([iy, iy1]))
+    if 2 * h <= len(need) + len(need) // 4:
+        rows, y0, y1 = np.concatenate([iy, iy1]), slice(0, h), slice(h, 2 * h)
+    else:
+        rows, y0, y1 = need, np.searchsorted(need, iy), np.searchsorted(need, iy1)
+    plan = (rows, y0, y1, np.concatenate([ix0, ix1]), wx[:, None], wy0, wy1)
+    for a in plan:
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    return plan
 
 
-def _full(n: int) -> np.ndarray:
-    return np.arange(n)
+def _resize_rgb8(im8: np.ndarray, top: int, left: int, ih: int, iw: int, w: int, h: int,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """resize_image of the window ``im8[top:top+ih, left:left+iw]`` of a uint8 (H, W, 3) image to (3, h, w)
+    float32, bit-exact with ``resize_image(to_float_chw(window))``, converting only the pixels it reads.
+
+    Steps (``_plan`` has the taps): copy the source rows the y pass reads (whole rows: a memcpy each) into one
+    buffer with a spare byte at its end, so each pixel can be read as 4 bytes (a uint32 view at a 3-byte
+    stride; the 4th byte is the next pixel's, ignored); gather each output column's two source pixels as
+    uint32 (a third of the items of a byte gather); convert those bytes, ``v/255`` in float32 as to_float_chw
+    does; then resize_image's float32 operations in its order, x pass then y pass. The work is done transposed,
+    (channel, column, row): NumPy's column gather comes out in that order, so the conversion reads memory in
+    order, and the result is transposed as the last addition writes it.
+    ``out``: a (3, h, w) float32 array (a view: the letterbox canvas) to write the result into."""
+    if w <= 0 or h <= 0:
+        return np.zeros((3, max(h, 0), max(w, 0)), F32)
+    rows, y0, y1, cols, wx, wy0, wy1 = _plan(ih, iw, w, h)
+    n, width = len(rows), im8.shape[1]
+    buf = np.empty(n * width * 3 + 1, np.uint8)
+    band = buf[:-1].reshape(n, width, 3)  # (n, W, 3): the rows read, whole
+    if im8.flags.c_contiguous:
+        np.take(im8, rows + top if top else rows, axis=0, out=band)
+    else:
+        band[...] = im8[rows + top]
+    pixels = np.ndarray((n, width), np.uint32, buffer=buf, strides=(width * 3, 3))  # 4 bytes at each pixel
+    # a[:, idx] gathers column by column (a Fortran-ordered result): its transpose is C-ordered
+    picked = pixels[:, cols + left if left else cols].T.view(np.uint8).reshape(2 * w, n, 4)  # (2w, n, RGB+1)
+    f = np.empty((3, 2 * w, n), F32)
+    np.divide(picked[:, :, :3].transpose(2, 0, 1), F32(255), out=f, dtype=F32)  # to_float_chw's v/255
+    np.multiply(f, wx, out=f)  # pass 1 (x): (1-dx)*im[ix] + dx*im[ix+1], (3, w, n)
+    part = np.add(f[:, :w], f[:, w:], out=f[:, :w])
+    if isinstance(y0, slice):
+        top_rows, low_rows = part[:, :, y0], part[:, :, y1]  # (3, w, h) each: views of part
+    else:  # gathered copies
+        top_rows, low_rows = np.take(part, y0, axis=2), np.take(part, y1, axis=2)
+    np.multiply(top_rows, wy0, out=top_rows)  # pass 2 (y): (1-dy)*part[iy] + dy*part[iy+1]
+    np.multiply(low_rows, wy1, out=low_rows)
+    out = np.empty((3, h, w), F32) if out is None else out
+    np.add(top_rows, low_rows, out=out.transpose(0, 2, 1))
+    return out
 
 
 def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -100,7 +144,7 @@ def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
     or OpenCV's bilinear (those sample at pixel centres).
     """
     if _is_rgb8(im):
-        return _resize_rgb8(im, _full(im.shape[0]), _full(im.shape[1]), w, h)
+        return _resize_rgb8(im, 0, 0, im.shape[0], im.shape[1], w, h)
     c, ih, iw = im.shape
     if w <= 0 or h <= 0:
         return np.zeros((c, max(h, 0), max(w, 0)), F32)
@@ -147,9 +191,12 @@ def letterbox_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
         new_w, new_h = w, (ih * w) // iw
     else:
         new_w, new_h = (iw * h) // ih, h
-    resized = resize_image(im, new_w, new_h)
     boxed = np.full((c, h, w), LETTERBOX_FILL, F32)
-    embed_image(resized, boxed, (w - new_w) // 2, (h - new_h) // 2)
+    dx, dy = (w - new_w) // 2, (h - new_h) // 2
+    if _is_rgb8(im) and 0 < new_w <= w and 0 < new_h <= h:  # resized straight into the canvas
+        _resize_rgb8(im, 0, 0, ih, iw, new_w, new_h, out=boxed[:, dy:dy + new_h, dx:dx + new_w])
+    else:
+        embed_image(resize_image(im, new_w, new_h), boxed, dx, dy)
     return boxed
 
 
@@ -168,9 +215,7 @@ def center_crop_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
     if _is_rgb8(im):
         ih, iw = im.shape[:2]
         m = min(iw, ih)
-        rows = np.clip(np.arange(m) + (ih - m) // 2, 0, ih - 1)
-        cols = np.clip(np.arange(m) + (iw - m) // 2, 0, iw - 1)
-        return _resize_rgb8(im, rows, cols, w, h)
+        return _resize_rgb8(im, (ih - m) // 2, (iw - m) // 2, m, m, w, h)  # the crop: a window, never copied
     _, ih, iw = im.shape
     m = min(iw, ih)
     return resize_image(crop_image(im, (iw - m) // 2, (ih - m) // 2, m, m), w, h)
