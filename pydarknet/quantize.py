@@ -10,8 +10,10 @@ darknet has no int8 mode; this is ONNX Runtime's static quantization of pydarkne
     <weights>.int8.onnx; then fp32 and int8 on the held-out images -> QuantizeReport (+ .report.json)
 
 Choices, measured with onnxruntime 1.32 on a 2-core AVX-512 VNNI CPU (``benchmarks/quantize.py``): QDQ with
-uint8 activations (int8 activations: the same results on ``fashion``, and 2-3x slower on resnet50 and
-densenet201; QOperator: no faster, and 13x slower with int8 activations), MinMax calibration (on ``fashion``'s
+uint8 activations (batch 1, 1 thread: extraction 22 ms, darknet19 22, resnet50 30, densenet201 34, against
+89, 67, 101 and 127 ms for pydarknet's fp32 engine; int8 activations: the same results on ``fashion``, as
+fast on extraction and darknet19 but 2-3x slower on resnet50 and densenet201; QOperator: no faster, and on
+``fashion`` 13x slower with int8 activations), MinMax calibration (on ``fashion``'s
 10,000 test images it keeps fp32's 87.77% top-1; Entropy gave MinMax's ranges; Percentile 99.999: 87.70%),
 ``quant_pre_process`` first (ONNX Runtime asks for it; no measurable change), and the head over the logits
 left in float (``float_tail``). The held-out report runs both models in ONNX Runtime, so the comparison is
@@ -222,10 +224,12 @@ def _views(spec, resolved):
 # ONNX Runtime
 
 
-def session_options(threads: int | None = None):
-    """ONNX Runtime's CPU session options for inference: all graph optimisations (their NCHWc layouts are
-    worth 20-30% on int8 models here), ``threads`` intra-op threads (default: the cores this process may
-    use), one inter-op thread. Spinning stays on (turning it off changed nothing measurable)."""
+def session_options(threads: int | None = None, *, spinning: bool = False):
+    """ONNX Runtime's CPU session options for inference: all graph optimisations (ORT_ENABLE_EXTENDED, without
+    the NCHWc layouts, ran the int8 models 1.3-1.6x slower here), ``threads`` intra-op threads (default: the
+    cores this process may use), one inter-op thread, and no spinning by default: on a quiet machine it
+    changed nothing measurable, but beside other work (the decoding thread, another process) spinning
+    workers took the cores from it and 2-thread int8 runs took 1.3-1.9x longer."""
     _, ort = _onnx_modules()
     from .pipeline import cpu_count
 
@@ -233,6 +237,8 @@ def session_options(threads: int | None = None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or cpu_count()
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
