@@ -516,7 +516,7 @@ def quantize_model(model, plan, *, images: int = DEFAULT_IMAGES, holdout: int | 
     ``workers``: decoding processes (``pipeline.prepared_images``)."""
     from tqdm import tqdm
 
-    from . import __version__
+    from . import __version__, budget
     from .engines.network import load_network
     from .onnx import export_onnx
     from .pipeline import cpu_count, prepared_images
@@ -535,6 +535,11 @@ def quantize_model(model, plan, *, images: int = DEFAULT_IMAGES, holdout: int | 
     disable = None if progress else True
 
     c, h, w = spec.input_shape
+    need = 4 * c * h * w * len(split.calibration)
+    if need > budget.max_memory() // 2:
+        raise DarknetError(f"--images {len(split.calibration)} needs {budget.human(need)} for the prepared calibration "
+                           f"inputs, over half the memory budget of {budget.human(budget.max_memory())}; lower "
+                           "--images or raise --max-memory")
     unreadable = _Unreadable(len(split.calibration), plan.list_path)
     inputs = np.empty((len(split.calibration), c, h, w), np.float32)
     got = 0
