@@ -103,7 +103,7 @@ def int8_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def check_int8_artifact(path: str | os.PathLike, weights: str | os.PathLike) -> None:
-    """Refuse (one DarknetError line) an ``path`` that is not a pydarknet int8 model, or one made from other
+    """Refuse (one DarknetError line) a ``path`` that is not a pydarknet int8 model, or one made from other
     weights than ``weights`` (their size and sha256 against the ones it records)."""
     path = os.fspath(path)
     meta = int8_metadata(path)
@@ -131,7 +131,8 @@ def check_int8_artifact(path: str | os.PathLike, weights: str | os.PathLike) -> 
 
 @dataclass(frozen=True)
 class Split:
-    """The calibration and held-out images: positions in the list (in list order), disjoint."""
+    """The calibration and held-out images (paths, each part in list order; disjoint positions of the list)
+    and how many the list had."""
     calibration: list[str]
     holdout: list[str]
     listed: int
