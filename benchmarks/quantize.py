@@ -12,11 +12,12 @@ identical top-5 sets, max |prob diff|.
 speed: per model, weights from darknet's random init (``common.make_weights``: seed 0, the last layer scaled
 so the softmax is neither flat nor one-hot), calibrated on the photos in /usr/share/darknet/data and
 scikit-image's sample images (prepared as ``classifier valid`` does) by ``quantize_onnx`` in each variant
-(qdq-u8: QDQ, uint8 activations, the default; qdq-s8: int8 activations; qop-u8: QOperator), then batch-1
-medians of pydarknet's torch engine (``open_engine``), ONNX Runtime fp32 on the same export, and each int8
-variant, at 1 and 2 threads (``torch.set_num_threads``; ``intra_op_num_threads``, ``inter_op_num_threads=1``);
-the default variant also without spinning and at ORT_ENABLE_EXTENDED. Agreement: top-1 of int8 against fp32
-over the calibration photos (the same images: a sanity check, not an accuracy).
+(qdq-u8: QDQ, uint8 activations, the default; qdq-s8: int8 activations; qop-u8: QOperator; a -nopre suffix:
+without quant_pre_process), then batch-1 medians of pydarknet's torch engine (``open_engine``), ONNX Runtime
+fp32 on the same export, and each int8 variant, at 1 and 2 threads (``torch.set_num_threads``;
+``intra_op_num_threads``, ``inter_op_num_threads=1``; these sessions spin), the default variant also without
+spinning (``session_options``' default) and at ORT_ENABLE_EXTENDED. Agreement: top-1 of int8 against fp32
+over the calibration photos (the same images, random weights: a sanity check, not an accuracy).
 """
 from __future__ import annotations
 
@@ -153,9 +154,7 @@ def speed(args) -> dict:
     doc: dict = {"photos": len(pics), "threads": threads, "models": {}}
 
     def session(data, t, spin=True, level=None):
-        o = session_options(t)
-        if not spin:
-            o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        o = session_options(t, spinning=spin)
         if level is not None:
             o.graph_optimization_level = level
         return ort.InferenceSession(data, o, providers=["CPUExecutionProvider"])
@@ -178,12 +177,13 @@ def speed(args) -> dict:
             row: dict = {}
             int8 = {}
             for v in variants:
-                fmt, act = v.split("-")
+                fmt, act, *more = v.split("-")
                 t = time.perf_counter()
                 int8[v] = quantize_onnx(fp32, cal, chunk=calibration_chunk(net.spec, 8), batch=8,
                                         activations="uint8" if act == "u8" else "int8",
                                         quant_format="qdq" if fmt == "qdq" else "qoperator",
-                                        exclude=float_tail(fp32, net.spec), progress=False)
+                                        exclude=float_tail(fp32, net.spec), pre_process="nopre" not in more,
+                                        progress=False)
                 row[f"{v} quantize s"] = time.perf_counter() - t
                 y = session(int8[v], 2).run(None, {"input": cal})[0]
                 row[f"{v} agreement"] = float(np.mean(y.argmax(1) == ref.argmax(1)))

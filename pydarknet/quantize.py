@@ -10,8 +10,10 @@ darknet has no int8 mode; this is ONNX Runtime's static quantization of pydarkne
     <weights>.int8.onnx; then fp32 and int8 on the held-out images -> QuantizeReport (+ .report.json)
 
 Choices, measured with onnxruntime 1.32 on a 2-core AVX-512 VNNI CPU (``benchmarks/quantize.py``): QDQ with
-uint8 activations (int8 activations: the same results on ``fashion``, and 2-3x slower on resnet50 and
-densenet201; QOperator: no faster, and 13x slower with int8 activations), MinMax calibration (on ``fashion``'s
+uint8 activations (batch 1, 1 thread: extraction 22 ms, darknet19 22, resnet50 30, densenet201 34, against
+89, 67, 101 and 127 ms for pydarknet's fp32 engine; int8 activations: the same results on ``fashion``, as
+fast on extraction and darknet19 but 2-3x slower on resnet50 and densenet201; QOperator: no faster, and on
+``fashion`` 13x slower with int8 activations), MinMax calibration (on ``fashion``'s
 10,000 test images it keeps fp32's 87.77% top-1; Entropy gave MinMax's ranges; Percentile 99.999: 87.70%),
 ``quant_pre_process`` first (ONNX Runtime asks for it; no measurable change), and the head over the logits
 left in float (``float_tail``). The held-out report runs both models in ONNX Runtime, so the comparison is
@@ -101,7 +103,7 @@ def int8_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def check_int8_artifact(path: str | os.PathLike, weights: str | os.PathLike) -> None:
-    """Refuse (one DarknetError line) an ``path`` that is not a pydarknet int8 model, or one made from other
+    """Refuse (one DarknetError line) a ``path`` that is not a pydarknet int8 model, or one made from other
     weights than ``weights`` (their size and sha256 against the ones it records)."""
     path = os.fspath(path)
     meta = int8_metadata(path)
@@ -129,7 +131,8 @@ def check_int8_artifact(path: str | os.PathLike, weights: str | os.PathLike) -> 
 
 @dataclass(frozen=True)
 class Split:
-    """The calibration and held-out images: positions in the list (in list order), disjoint."""
+    """The calibration and held-out images (paths, each part in list order; disjoint positions of the list)
+    and how many the list had."""
     calibration: list[str]
     holdout: list[str]
     listed: int
@@ -222,10 +225,12 @@ def _views(spec, resolved):
 # ONNX Runtime
 
 
-def session_options(threads: int | None = None):
-    """ONNX Runtime's CPU session options for inference: all graph optimisations (their NCHWc layouts are
-    worth 20-30% on int8 models here), ``threads`` intra-op threads (default: the cores this process may
-    use), one inter-op thread. Spinning stays on (turning it off changed nothing measurable)."""
+def session_options(threads: int | None = None, *, spinning: bool = False):
+    """ONNX Runtime's CPU session options for inference: all graph optimisations (ORT_ENABLE_EXTENDED, without
+    the NCHWc layouts, ran the int8 models 1.3-1.6x slower here), ``threads`` intra-op threads (default: the
+    cores this process may use), one inter-op thread, and no spinning by default: on a quiet machine it
+    changed nothing measurable, but beside other work (the decoding thread, another process) spinning
+    workers took the cores from it and 2-thread int8 runs took 1.3-1.9x longer."""
     _, ort = _onnx_modules()
     from .pipeline import cpu_count
 
@@ -233,6 +238,8 @@ def session_options(threads: int | None = None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or cpu_count()
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -510,7 +517,7 @@ def quantize_model(model, plan, *, images: int = DEFAULT_IMAGES, holdout: int | 
     ``workers``: decoding processes (``pipeline.prepared_images``)."""
     from tqdm import tqdm
 
-    from . import __version__
+    from . import __version__, budget
     from .engines.network import load_network
     from .onnx import export_onnx
     from .pipeline import cpu_count, prepared_images
@@ -529,6 +536,11 @@ def quantize_model(model, plan, *, images: int = DEFAULT_IMAGES, holdout: int | 
     disable = None if progress else True
 
     c, h, w = spec.input_shape
+    need = 4 * c * h * w * len(split.calibration)
+    if need > budget.max_memory() // 2:
+        raise DarknetError(f"--images {len(split.calibration)} needs {budget.human(need)} for the prepared calibration "
+                           f"inputs, over half the memory budget of {budget.human(budget.max_memory())}; lower "
+                           "--images or raise --max-memory")
     unreadable = _Unreadable(len(split.calibration), plan.list_path)
     inputs = np.empty((len(split.calibration), c, h, w), np.float32)
     got = 0

@@ -239,7 +239,7 @@ def test_too_few_calibration_images_is_one_line_exit_2(fm, capsys, tmp_path):
     assert not (tmp_path / "fashion.weights.int8.onnx").exists()
 
 
-@pytest.mark.parametrize("case", ["missing list", "no directory", "a directory", "unreadable images"])
+@pytest.mark.parametrize("case", ["missing list", "no directory", "a directory", "unreadable images", "budget"])
 def test_bad_input_is_one_line_exit_2(fm, capsys, tmp_path, case):
     args = ["quantize", "fashion", "fashion", fm["weights"], "--calibrate", fm["list"], "--images", "20", "-q"]
     if case == "missing list":
@@ -251,6 +251,10 @@ def test_bad_input_is_one_line_exit_2(fm, capsys, tmp_path, case):
     elif case == "a directory":
         args += ["--out", str(tmp_path)]
         expect = "is a directory"
+    elif case == "budget":
+        args[7] = "200"
+        args += ["--max-memory", "2M"]  # the network needs 1 MiB; 200 prepared 3x28x28 inputs 1.8 MiB
+        expect = "--images 200 needs 1.8 MiB for the prepared calibration inputs, over half the memory budget of 2.0"
     else:
         junk = []
         for i in range(30):
