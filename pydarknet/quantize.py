@@ -54,9 +54,18 @@ BATCH = 16
 UNREADABLE_MIN, UNREADABLE_SHARE = 10, 0.05
 ARTIFACT_MAX_BYTES = 2 << 30
 
+
 def int8_artifact_path(weights: str | os.PathLike) -> str:
-    """Where ``quantize`` writes the int8 model of ``weights``: beside them, ``<weights>.int8.onnx``."""
-    return os.fspath(weights) + INT8_SUFFIX
+    """Where ``quantize`` writes the int8 model of ``weights`` (and ``--precision int8`` finds it): beside them,
+    ``<weights>.int8.onnx``; for the weights bundled in the package (the zoo's ``fashion``), whose folder is not
+    the user's, in the cache instead (``$PYDARKNET_CACHE/int8/<name>.int8.onnx``)."""
+    path = os.fspath(weights)
+    bundled = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+    if os.path.dirname(os.path.abspath(path)) == bundled:
+        from .download import cache_dir
+
+        return os.path.join(os.fspath(cache_dir()), "int8", os.path.basename(path) + INT8_SUFFIX)
+    return path + INT8_SUFFIX
 
 
 def report_path(artifact: str | os.PathLike) -> str:
@@ -526,7 +535,16 @@ def quantize_model(model, plan, *, images: int = DEFAULT_IMAGES, holdout: int | 
     t0 = time.perf_counter()
     if not model.weights:
         raise DarknetError("quantize needs trained weights: give WEIGHTS", model.cfg)
-    out = os.fspath(out) if out else int8_artifact_path(model.weights)
+    if out:
+        out = os.fspath(out)
+    else:
+        out = int8_artifact_path(model.weights)
+        if out != os.fspath(model.weights) + INT8_SUFFIX:  # the cache's int8 folder, made on first use
+            try:
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+            except OSError as e:
+                raise DarknetError(f"cannot make the cache's int8 folder: {e.strerror or e} (set PYDARKNET_CACHE "
+                                   "or --out)", os.path.dirname(out)) from None
     _check_writable(out)
     split = split_list(plan.paths, images, holdout, seed=seed, where=plan.list_path)
     size, digest = weights_fingerprint(model.weights)

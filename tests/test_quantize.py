@@ -395,3 +395,11 @@ def test_precision_int8_runs_the_artifact_in_valid_predict_and_the_api(fm, quant
     code = main(["classify", "fashion", str(other), fm["paths"][0], "--precision", "int8", "-q"])
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and err.count("\n") == 1 and "other.weights.int8.onnx" in err, err
+
+
+def test_bundled_weights_get_their_artifact_in_the_cache_not_the_package(monkeypatch, tmp_path):
+    from pydarknet.quantize import int8_artifact_path
+
+    monkeypatch.setenv("PYDARKNET_CACHE", str(tmp_path / "cache"))
+    assert int8_artifact_path(BUNDLED) == str(tmp_path / "cache" / "int8" / "fashion.weights.int8.onnx")
+    assert int8_artifact_path(tmp_path / "my.weights") == str(tmp_path / "my.weights.int8.onnx")
