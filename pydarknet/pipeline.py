@@ -1,12 +1,11 @@
 """Decode and preprocess images beside the network, in order, so the network never waits for decoding:
 in worker processes (``workers`` > 0; they import only NumPy and Pillow, so forking them is cheap and safe),
-or else in background threads of this process (one or two, ``default_decode_threads``: Pillow's decoders and
-NumPy's array loops release the GIL, and nothing is pickled between processes)."""
+or else in a background thread of this process (Pillow's decoders and NumPy's array loops release the GIL, and
+nothing is pickled between processes)."""
 from __future__ import annotations
 
 import collections
 import contextlib
-import contextvars
 import multiprocessing as mp
 import os
 import sys
@@ -43,11 +42,11 @@ def cpu_count() -> int:
 
 def default_workers() -> int:
     """Decoding processes beside the network: none on one or two cores, where a process only takes a core
-    from the forward pass and pickles every image back (the background threads do better there: over
-    darknet's 7 sample photos x 100 with Tiny Darknet, whole ``classifier valid`` runs, 2 cores under a
-    load of about 3.5 from other work, medians of 5: 16.2 s with two worker processes, 16.0 s with one,
-    14.2-14.3 s with one or two decoding threads; the processes also cost more CPU, 16.5 s against 14.1 s);
-    else up to 4, leaving at least half the cores to PyTorch."""
+    from the forward pass and pickles every image back (the background thread does better there: over
+    darknet's 7 sample photos x 100 with Tiny Darknet, whole ``classifier valid`` runs on 2 cores, two worker
+    processes took the same 10.2 s as the thread for 35 % more CPU, 18.8 against 13.9 s, at a load of 1.3-2.7
+    from other work; under a load of about 3.5, medians of 5, 16.2 s with two processes, 16.0 s with one,
+    14.2 s with the thread); else up to 4, leaving at least half the cores to PyTorch."""
     cpus = cpu_count()
     return 0 if cpus <= 2 else min(4, cpus // 2)
 
@@ -69,69 +68,43 @@ def default_inference_threads(bflops: float, workers: int) -> int | None:
     return cpus - 1
 
 
-def default_decode_threads(bflops: float, workers: int) -> int:
-    """Background threads decoding and preparing images (``workers`` = 0) beside the network.
-
-    Two for a light network on two cores or more, one otherwise. With one PyTorch thread (the light-network
-    split, ``default_inference_threads``) and a photo costing about as much to decode as to classify, a second
-    decoding thread keeps the forward pass fed while the first holds the GIL (the JPEG walk, NumPy's small
-    steps) or waits. Measured over darknet's 7 sample photos x 100 (352x448 to 1352x900 JPEGs) with Tiny
-    Darknet, whole ``classifier valid`` runs on 2 cores: in the three runs on a lightly loaded machine (load
-    1-2) two threads took 10.3, 14.4 and 15.9 s where one took 11.4, 15.7 and 19.1 s; under a load of about 3.5
-    from other work, medians of 5, a tie (14.3 against 14.2 s); three threads gained nothing. Two PyTorch
-    threads beside two decoding threads were as fast on the quiet machine (10.5 s) but 38-47 s under load
-    (PyTorch's threads then wait on each other). A heavy network's forward pass dominates: one thread keeps
-    up."""
-    if workers > 0 or cpu_count() < 2 or bflops >= LIGHT_NETWORK_BFLOPS:
-        return 1
-    return 2
-
-
-#: the decoding threads ``prepared_images`` uses when not told: set by ``inference_threads`` for its run
-_decode_threads: contextvars.ContextVar[int] = contextvars.ContextVar("pydarknet_decode_threads", default=1)
-
-
 @contextlib.contextmanager
 def inference_threads(engine, workers: int, threads: int | None = None):
-    """How a batched run splits the CPU between the network and the decoding, for its duration: on a PyTorch
-    CPU engine ``threads`` PyTorch threads, else ``default_inference_threads``' choice (None: PyTorch's
-    default), restored afterwards (the caller may be a longer-lived process); and, whatever the engine,
-    ``default_decode_threads``' background decoding threads for the ``prepared_images`` inside it."""
-    spec = getattr(engine, "spec", None)
-    token = _decode_threads.set(default_decode_threads(spec.bflops, workers) if spec is not None else 1)
+    """While batched CPU inference runs on a PyTorch engine: ``threads`` PyTorch threads, else
+    ``default_inference_threads``' choice (None: PyTorch's default). PyTorch's setting is restored afterwards
+    (the caller may be a longer-lived process). Other engines are left alone."""
+    if getattr(engine, "kind", None) not in ("torch", "network") or str(engine.device) != "cpu":
+        yield
+        return
+    threads = threads or default_inference_threads(engine.spec.bflops, workers)
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        if getattr(engine, "kind", None) not in ("torch", "network") or str(engine.device) != "cpu":
-            yield
-            return
-        threads = threads or default_inference_threads(engine.spec.bflops, workers)
-        if not threads:
-            yield
-            return
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+        yield
     finally:
-        _decode_threads.reset(token)
+        torch.set_num_threads(before)
 
 
-def prepared_images(paths: Iterable[str], fn: Callable, workers: int = 0,
-                    threads: int | None = None) -> Iterator[Prepared]:
+def prepared_images(paths: Iterable[str], fn: Callable, workers: int = 0, threads: int = 1) -> Iterator[Prepared]:
     """Yield (position, path, fn(decoded image) or None, error or None) for each path, in input order. The
     decoded image is ``image.decode_rgb8``'s (H, W, 3) uint8 array.
 
-    With ``workers`` = 0, ``threads`` background threads decode (None: the enclosing ``inference_threads``'
-    choice, else one).
+    With ``workers`` = 0, ``threads`` background threads decode. One, the default, is the fastest beside a
+    light network on 2 cores, where the forward pass is the slower side and a second decoding thread only
+    takes CPU from it: over darknet's 7 sample photos x 100 with Tiny Darknet (one PyTorch thread), whole
+    ``classifier valid`` runs took 9.6-9.9 s with one thread against 10.4-10.9 s with two (three alternating
+    pairs, load 1.5-1.8), 93 against 81 images/s in-process on an idle machine.
 
     ``fn`` must pickle (a module-level function, or an object such as ``model.Prepare``) to travel to the
     worker processes."""
     jobs = ((i, p, fn) for i, p in enumerate(paths))
     if workers <= 0:
-        yield from _in_background_thread(jobs, threads=max(1, threads or _decode_threads.get()))
+        yield from _in_background_thread(jobs, threads=max(1, threads))
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     pool = ctx.Pool(workers, initializer=quiet_worker)
