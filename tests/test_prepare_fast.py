@@ -163,3 +163,38 @@ def test_several_decoding_threads_keep_the_order(tmp_path):
     names.clear()
     list(pipeline.prepared_images(paths, fn))  # the default: one thread
     assert len(names) == 1
+
+
+def test_ordered_map_keeps_order_bounds_and_raises_in_place():
+    import threading
+    import time
+
+    from pydarknet import pipeline
+
+    started = []
+
+    def slow_square(x):
+        started.append(x)
+        time.sleep(0.002 * ((7 * x) % 5))  # finish out of order
+        if x == 13:
+            raise ValueError("thirteen")
+        return x * x, threading.current_thread().name
+
+    it = pipeline.ordered_map(slow_square, range(20), threads=3, ahead=4, name="pd-test")
+    got = [next(it) for _ in range(13)]
+    assert [g[0] for g in got] == [x * x for x in range(13)]
+    assert all(g[1].startswith("pd-test") for g in got)
+    assert len(started) <= 13 + 4
+    with pytest.raises(ValueError, match="thirteen"):
+        next(it)
+
+
+def test_inference_calls_policy(monkeypatch):
+    from pydarknet import pipeline
+
+    monkeypatch.setattr(pipeline, "cpu_count", lambda: 2)
+    assert pipeline.default_inference_calls(0.98, workers=0) == 2
+    assert pipeline.default_inference_calls(5.58, workers=0) == 1
+    assert pipeline.default_inference_calls(0.98, workers=2) == 1
+    monkeypatch.setattr(pipeline, "cpu_count", lambda: 1)
+    assert pipeline.default_inference_calls(0.98, workers=0) == 1
