@@ -1,31 +1,39 @@
 #!/usr/bin/env python3
-"""Decoding + preprocessing one image: pydarknet's uint8 path against the float path it replaced (and C
-darknet's own load_image_color + letterbox/crop), same images, same run.
+"""Image preparation per photo: decoding, and each preprocessing the commands use, on pydarknet's uint8 path
+(after) against the float path it replaced (before) and the C darknet's own functions, same photos, same run.
 
-    python benchmarks/image.py                       # a 4000x3000 JPEG and a 768x576 photo, 7 runs each
-    python benchmarks/image.py --repeat 15 --size 224
+    python benchmarks/image.py                     # darknet's 7 sample photos, 21 rounds (~1 minute)
+    python benchmarks/image.py --repeat 41 --size 224 --big
 
-Inputs: darknet's dog.jpg (768x576, /usr/share/darknet/data) and the same photo upscaled (bicubic) to
-4000x3000, saved as a JPEG (quality 90) in a scratch directory.
-Paths timed, each as ``preprocess(decode(path), size, size)`` for preprocess = letterbox_image (what
-``classify``/``classifier predict`` feed the network) and center_crop_image (``classifier valid``):
+Inputs: darknet's sample photos (``/usr/share/darknet/data/*.jpg``: dog, eagle, giraffe, horses, kite, person,
+scream; 352x448 to 1352x900 JPEGs); with ``--big`` also dog.jpg upscaled (bicubic) to 4000x3000, saved as a
+JPEG (quality 90) in a scratch directory.
 
-  uint8     ``image.decode_rgb8`` (H, W, 3) uint8, then the preprocessing from it: only the pixels the resize
-            reads are converted to float (what pydarknet runs now)
-  float     ``image.load_image``: the full-size (3, H, W) float32 copy, then the preprocessing on it (the old
-            path)
-  darknet   libdarknet's ``load_image_color`` (OpenCV's imread in Debian's build) then its own
-            ``letterbox_image`` / ``center_crop_image`` through ctypes (tests/cdarknet.py); skipped where
-            libdarknet is not installed
+What is timed, per photo:
 
-Median wall time of ``--repeat`` runs after one warm-up; the ratio is float / uint8 (above 1x the uint8 path
-is faster). The peak resident-memory growth of one run of each path is measured too, in a fresh process
-after one untimed run (VmHWM reset through /proc/self/clear_refs; tests/peakrss.py). The uint8 and float outputs are checked bit for bit equal.
-Results: a table on stdout and benchmarks/results/image.json (``--json``).
+  decode        pydarknet: ``image.decode_rgb8`` (Pillow's libjpeg, stb_image's rules, the structure checks)
+                to (H, W, 3) uint8. darknet: libdarknet's ``load_image_color`` (OpenCV's imread in Debian's
+                build, then its float copy)
+  prepare       the decoded image to the network's input, for each preprocessing (``--size``, 224):
+                  letterbox    letterbox_image (``classify``, ``classifier predict``)
+                  center_crop  center_crop_image (``classifier valid``)
+                  resize_min   resize_min to the size (``classifier validfull``)
+                  resize       resize_image to size x size (squash: ``validcrop``, the ``resize`` models)
+                before: ``to_float_chw`` (the full-size float32 copy) then the function on it (the float
+                path: today's code for float inputs). after: the function on the uint8 image (only the
+                pixels its resize reads are converted). darknet: its C function on its loaded image.
+
+glibc's allocator is first set to keep freed memory (``steady_allocator``; ``--fresh-allocator`` leaves it), as
+it is in a long batch run. Each round runs every variant once, in turn, so that the load of other work on the
+machine falls on all of them alike; the table gives the median over ``--repeat`` rounds after one warm-up round, and the ratios of
+medians (before / after: above 1x the uint8 path is faster). The after and before outputs are checked bit for
+bit equal. With ``--peak``, the peak resident growth of one decode + prepare of each path, in a fresh process.
+Results: a markdown table on stdout and benchmarks/results/image.json (``--json``).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import sys
 import time
@@ -35,30 +43,104 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/common.py
 import common as C  # noqa: E402
 
+MODES = ("letterbox", "center_crop", "resize_min", "resize")
 
-def timed(fn, repeat: int) -> tuple[float, list[float], object]:
-    out = fn()  # warm-up (and the result)
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
+
+def pydarknet_fns(size: int) -> dict:
+    from pydarknet import preprocess as P
+
+    return {"letterbox": lambda im: P.letterbox_image(im, size, size),
+            "center_crop": lambda im: P.center_crop_image(im, size, size),
+            "resize_min": lambda im: P.resize_min(im, size),
+            "resize": lambda im: P.resize_image(im, size, size)}
+
+
+class _Image(ctypes.Structure):
+    _fields_ = [("w", ctypes.c_int), ("h", ctypes.c_int), ("c", ctypes.c_int),
+                ("data", ctypes.POINTER(ctypes.c_float))]
+
+
+class LibDarknet:
+    """The few image functions of libdarknet.so, called on darknet's own image structs (no copies to NumPy:
+    what the C darknet does, and nothing else)."""
+
+    def __init__(self, path: str):
+        lib = ctypes.CDLL(path)
+        lib.load_image_color.restype = _Image
+        lib.load_image_color.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+        lib.free_image.argtypes = [_Image]
+        for name in ("letterbox_image", "center_crop_image", "resize_image"):
+            getattr(lib, name).restype = _Image
+            getattr(lib, name).argtypes = [_Image, ctypes.c_int, ctypes.c_int]
+        lib.resize_min.restype = _Image
+        lib.resize_min.argtypes = [_Image, ctypes.c_int]
+        self.lib = lib
+
+    def decode(self, path: str):
+        im = self.lib.load_image_color(path.encode(), 0, 0)
+        self.lib.free_image(im)
+
+    def load(self, path: str) -> _Image:
+        return self.lib.load_image_color(path.encode(), 0, 0)
+
+    def prepare(self, mode: str, im: _Image, size: int):
+        lib = self.lib
+        out = lib.resize_min(im, size) if mode == "resize_min" else getattr(lib, f"{mode}_image")(im, size, size)
+        if ctypes.addressof(out.data.contents) != ctypes.addressof(im.data.contents):  # resize_min may return im
+            lib.free_image(out)
+
+    def as_array(self, im: _Image) -> np.ndarray:
+        return np.ctypeslib.as_array(im.data, shape=(im.c, im.h, im.w)).copy()
+
+
+def steady_allocator() -> bool:
+    """Keep freed memory in the process (glibc: mallopt), as a long batch run does by itself once glibc's
+    dynamic thresholds have grown: a fresh process maps, faults in and unmaps every large temporary again
+    (measured: 760 page faults and 1.6 ms of system time per letterbox of a 640x424 photo, twice its
+    arithmetic), which would time the allocator's state rather than the code. Both paths get the same
+    allocator. True where it was set (glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    return all(libc.mallopt(k, v) == 1 for k, v in ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 256 << 20),
+                                                     (M_TOP_PAD, 64 << 20)))
+
+
+def rounds(variants: dict, repeat: int) -> dict:
+    """{name: [seconds per round]}: every variant once per round, in turn, after one warm-up round."""
+    for fn in variants.values():
         fn()
-        samples.append(time.perf_counter() - t)
-    return C.median(samples), samples, out
+    samples: dict = {k: [] for k in variants}
+    for _ in range(repeat):
+        for k, fn in variants.items():
+            t = time.perf_counter()
+            fn()
+            samples[k].append(time.perf_counter() - t)
+    return samples
 
 
-#: one path's run in a fresh process: its peak resident growth over the run (KiB) on stdout. A fresh process,
+#: one path's decode + prepare in a fresh process: its peak resident growth (KiB) on stdout. A fresh process,
 #: because in this one the allocator keeps what earlier runs freed and a later peak hides in it.
 PEAK_CHILD = """
 import sys
-sys.path[:0] = [{root!r}, {tests!r}]
+sys.path[:0] = [{root!r}, {tests!r}, {here!r}]
 from peakrss import peak_growth
-from pydarknet.image import decode_rgb8, load_image
-from pydarknet.preprocess import center_crop_image, letterbox_image
-from cdarknet import CDarknet
-fn, path, who, n = {fn}, {path!r}, {who!r}, {n}
-darknet = CDarknet({cfg!r}, None) if who == "darknet" else None
-run = {{"uint8": lambda: fn(decode_rgb8(path), n, n), "float": lambda: fn(load_image(path), n, n),
-        "darknet": lambda: darknet and darknet.image_op(fn.__name__, darknet.load_image_color(path), n, n)}}[who]
+from pydarknet.image import decode_rgb8, to_float_chw
+from image import pydarknet_fns, LibDarknet
+mode, path, who, n, lib = {mode!r}, {path!r}, {who!r}, {n}, {lib!r}
+fn = pydarknet_fns(n)[mode]
+dk = LibDarknet(lib) if who == "darknet" else None
+def run():
+    if who == "after":
+        fn(decode_rgb8(path))
+    elif who == "before":
+        fn(to_float_chw(decode_rgb8(path)))
+    else:
+        im = dk.load(path)
+        dk.prepare(mode, im, n)
+        dk.lib.free_image(im)
 run()
 with peak_growth() as p:
     run()
@@ -66,91 +148,158 @@ print(p.kib)
 """
 
 
-def peak_kib(fn_name: str, path: str, who: str, n: int, cfg: str) -> int | None:
+def peak_kib(mode: str, path: str, who: str, n: int, lib: str | None) -> int | None:
     import subprocess
 
-    code = PEAK_CHILD.format(root=C.ROOT, tests=C.TESTS, fn=fn_name, path=path, who=who, n=n, cfg=cfg)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=C.thread_env(2))
+    code = PEAK_CHILD.format(root=C.ROOT, tests=C.TESTS, here=C.HERE, mode=mode, path=path, who=who, n=n, lib=lib)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=C.thread_env(1))
     return int(r.stdout.split()[-1]) if r.returncode == 0 and r.stdout.split() else None
 
 
-def main() -> int:
+def bench_photo(label: str, path: str, args, dk: LibDarknet | None, quiet) -> dict:
+    from pydarknet.image import decode_rgb8, to_float_chw
+
+    n = args.size
+    fns = pydarknet_fns(n)
+    im8 = decode_rgb8(path)
+    h, w = im8.shape[:2]
+    row: dict = {"image": label, "path": path, "width": w, "height": h, "file_bytes": os.path.getsize(path)}
+    variants = {"decode": lambda: decode_rgb8(path)}
+    dk_im = None
+    if dk is not None:
+        variants["darknet decode"] = lambda: dk.decode(path)
+        dk_im = dk.load(path)
+    for mode, fn in fns.items():
+        variants[f"{mode} after"] = lambda fn=fn: fn(im8)
+        variants[f"{mode} before"] = lambda fn=fn: fn(to_float_chw(im8))
+        if dk_im is not None:
+            variants[f"{mode} darknet"] = lambda mode=mode: dk.prepare(mode, dk_im, n)
+    quiet(label)
+    samples = rounds(variants, args.repeat)
+    med = {k: C.median(v) for k, v in samples.items()}
+    row["decode"] = {"pydarknet_s": med["decode"], "darknet_s": med.get("darknet decode"),
+                     "samples_s": samples["decode"]}
+    f = to_float_chw(im8)
+    row["modes"] = {}
+    for mode, fn in fns.items():
+        after, before = fn(im8), fn(f)
+        m = {"after_s": med[f"{mode} after"], "before_s": med[f"{mode} before"],
+             "darknet_s": med.get(f"{mode} darknet"),
+             "bit_exact": bool(after.shape == before.shape and np.array_equal(after.view(np.uint32),
+                                                                                 before.view(np.uint32))),
+             "shape": list(after.shape)}
+        m["before_over_after"] = m["before_s"] / m["after_s"]
+        if m["darknet_s"]:
+            m["darknet_over_after"] = m["darknet_s"] / m["after_s"]
+        if args.peak:
+            m["peak_kib"] = {who: peak_kib(mode, path, who, n, args.libdarknet if dk else None)
+                             for who in ("after", "before") + (("darknet",) if dk else ())}
+        row["modes"][mode] = m
+        C.log(f"{label} {mode}: after {m['after_s'] * 1e3:.2f} ms, before {m['before_s'] * 1e3:.2f} ms "
+              f"({m['before_over_after']:.2f}x), darknet "
+              + (f"{m['darknet_s'] * 1e3:.2f} ms" if m["darknet_s"] else "-") + f", bit-exact {m['bit_exact']}")
+    if dk_im is not None:
+        dk.lib.free_image(dk_im)
+    C.log(f"{label} decode: {med['decode'] * 1e3:.2f} ms"
+          + (f", darknet {med['darknet decode'] * 1e3:.2f} ms" if dk else ""))
+    return row
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=7, help="timed runs per path (median; default 7)")
+    ap.add_argument("--repeat", type=int, default=21, help="timed rounds (median; default 21)")
     ap.add_argument("--size", type=int, default=224, help="network input size (default 224)")
+    ap.add_argument("--photos", default=os.path.join(C.PHOTOS, "*.jpg"), help="glob of the photos")
+    ap.add_argument("--big", action="store_true", help="also dog.jpg upscaled to a 4000x3000 JPEG")
+    ap.add_argument("--peak", action="store_true", help="also peak memory per path (a fresh process each)")
+    ap.add_argument("--fresh-allocator", action="store_true",
+                    help="leave glibc's allocator as a fresh process has it (see steady_allocator)")
+    ap.add_argument("--libdarknet", default=None, help="libdarknet.so (default: tests/cdarknet.find_library())")
     C.add_quiet_wait(ap)
     C.add_json(ap, "image")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+
+    import glob
 
     from PIL import Image
 
-    import pydarknet
-    from pydarknet.image import decode_rgb8, load_image
-    from pydarknet.preprocess import center_crop_image, letterbox_image
-
-    photo = os.path.join(C.PHOTOS, "dog.jpg")
-    if not os.path.isfile(photo):
-        raise SystemExit(f"{photo} not found (Debian's darknet package)")
-    darknet = None
+    photos = sorted(glob.glob(args.photos))
+    if not photos:
+        raise SystemExit(f"no photos match {args.photos} (Debian's darknet package)")
+    dk = None
     try:
-        from cdarknet import CDarknet, find_library
+        from cdarknet import find_library
 
-        if find_library():
-            darknet = CDarknet(str(pydarknet.zoo_cfg("tiny")), None)
-    except (ImportError, OSError, RuntimeError) as e:
+        args.libdarknet = args.libdarknet or find_library()
+        if args.libdarknet:
+            dk = LibDarknet(args.libdarknet)
+    except OSError as e:
         C.log(f"libdarknet unavailable: {e}")
     quiet = C.Quiet(args.quiet_wait)
-    doc = {"machine": C.machine_info(processor=True), "repeat": args.repeat, "size": args.size, "rows": []}
-    n = args.size
+    doc = {"machine": C.machine_info(processor=True), "repeat": args.repeat, "size": args.size,
+           "libdarknet": args.libdarknet if dk else None, "loadavg_start": C.loadavg(), "rows": [],
+           "steady_allocator": False if args.fresh_allocator else steady_allocator()}
     with C.scratch_dir() as tmp:
-        big = os.path.join(tmp, "big.jpg")
-        with Image.open(photo) as im:
-            im.convert("RGB").resize((4000, 3000), Image.BICUBIC).save(big, quality=90)
-        for label, path in (("4000x3000 JPEG", big), ("768x576 JPEG (dog.jpg)", photo)):
-            for mode, fn, cname in (("letterbox", letterbox_image, "letterbox_image"),
-                                    ("center_crop", center_crop_image, "center_crop_image")):
-                paths = {"uint8": lambda: fn(decode_rgb8(path), n, n), "float": lambda: fn(load_image(path), n, n)}
-                if darknet is not None:
-                    paths["darknet"] = lambda: darknet.image_op(cname, darknet.load_image_color(path), n, n)
-                row = {"image": label, "file_bytes": os.path.getsize(path), "mode": mode}
-                outs = {}
-                for who, f in paths.items():
-                    quiet(f"{label} {mode} {who}")
-                    med, samples, outs[who] = timed(f, args.repeat)
-                    peak = peak_kib(fn.__name__, path, who, n, str(pydarknet.zoo_cfg("tiny")))
-                    row[who] = {"median_s": med, "samples_s": samples, "peak_kib": peak}
-                    C.log(f"{label} {mode} {who}: {med * 1e3:.1f} ms, peak +{(peak or 0) / 1024:.0f} MiB")
-                row["bit_exact"] = bool(np.array_equal(outs["uint8"], outs["float"]))
-                row["float_over_uint8"] = row["float"]["median_s"] / row["uint8"]["median_s"]
-                if "darknet" in row:
-                    row["darknet_over_uint8"] = row["darknet"]["median_s"] / row["uint8"]["median_s"]
-                doc["rows"].append(row)
-    if darknet is not None:
-        darknet.close()
+        inputs = [(os.path.basename(p), p) for p in photos]
+        if args.big:
+            big = os.path.join(tmp, "big.jpg")
+            with Image.open(os.path.join(C.PHOTOS, "dog.jpg")) as im:
+                im.convert("RGB").resize((4000, 3000), Image.BICUBIC).save(big, quality=90)
+            inputs.append(("dog.jpg at 4000x3000", big))
+        for label, path in inputs:
+            doc["rows"].append(bench_photo(label, path, args, dk, quiet))
     doc["busy"] = quiet.busy
+    doc["loadavg_end"] = C.loadavg()
+    doc["summary"] = summary(doc)
     print(report(doc))
-    rel = C.write_json(doc, args.json)
-    print(f"(JSON: {rel})")
-    return 0 if all(r["bit_exact"] for r in doc["rows"]) else 1
+    print(f"(JSON: {C.write_json(doc, args.json)})")
+    return 0 if all(m["bit_exact"] for r in doc["rows"] for m in r["modes"].values()) else 1
+
+
+def summary(doc: dict) -> dict:
+    """Per preprocessing over the sample photos: the range and geometric mean of before / after, all bit-exact."""
+    out = {}
+    rows = [r for r in doc["rows"] if r["path"].startswith(C.PHOTOS)] or doc["rows"]
+    for mode in MODES:
+        ratios = [r["modes"][mode]["before_over_after"] for r in rows]
+        total = [(r["decode"]["pydarknet_s"] + r["modes"][mode]["before_s"])
+                 / (r["decode"]["pydarknet_s"] + r["modes"][mode]["after_s"]) for r in rows]
+        out[mode] = {"min": min(ratios), "max": max(ratios), "geomean": float(np.exp(np.mean(np.log(ratios)))),
+                     "decode_plus_prepare_geomean": float(np.exp(np.mean(np.log(total)))),
+                     "bit_exact": all(r["modes"][mode]["bit_exact"] for r in rows)}
+    return out
 
 
 def report(doc: dict) -> str:
-    def ms(row, who):
-        return f"{row[who]['median_s'] * 1e3:.1f}" if who in row else "-"
+    def ms(v):
+        return "-" if v is None else f"{v * 1e3:.2f}"
 
-    def mib(row, who):
-        return f"{row[who]['peak_kib'] / 1024:.0f}" if who in row and row[who]["peak_kib"] is not None else "-"
-
-    L = [f"Decode + preprocess to {doc['size']}x{doc['size']}, median of {doc['repeat']} runs "
-         f"({doc['machine']['cpu_count']} CPUs):", "",
-         "| image | preprocess | uint8 ms | float ms | darknet ms | float / uint8 | darknet / uint8 "
-         "| peak MiB uint8 / float / darknet | bit-exact |",
-         "|---|---|---:|---:|---:|---:|---:|---|:---:|"]
+    L = [f"Image preparation to {doc['size']}x{doc['size']}, median of {doc['repeat']} rounds "
+         f"({doc['machine']['cpu_count']} CPUs); ms per photo:", "",
+         "| photo | size | decode | darknet decode | preprocessing | before (float) | after (uint8) | before / after "
+         "| darknet | darknet / after | bit-exact |",
+         "|---|---|---:|---:|---|---:|---:|---:|---:|---:|:---:|"]
     for r in doc["rows"]:
-        dk = f"{r['darknet_over_uint8']:.2f}x" if "darknet_over_uint8" in r else "-"
-        L.append(f"| {r['image']} | {r['mode']} | {ms(r, 'uint8')} | {ms(r, 'float')} | {ms(r, 'darknet')} "
-                 f"| {r['float_over_uint8']:.2f}x | {dk} | {mib(r, 'uint8')} / {mib(r, 'float')} / "
-                 f"{mib(r, 'darknet')} | {'y' if r['bit_exact'] else 'NO'} |")
+        for i, (mode, m) in enumerate(r["modes"].items()):
+            head = (f"| {r['image']} | {r['width']}x{r['height']} | {ms(r['decode']['pydarknet_s'])} | "
+                    f"{ms(r['decode']['darknet_s'])} " if i == 0 else "| | | | ")
+            dk = f"{m['darknet_over_after']:.1f}x" if m.get("darknet_over_after") else "-"
+            L.append(head + f"| {mode} | {ms(m['before_s'])} | {ms(m['after_s'])} | **{m['before_over_after']:.1f}x** "
+                     f"| {ms(m['darknet_s'])} | {dk} | {'y' if m['bit_exact'] else 'NO'} |")
+    L += ["", "| preprocessing | before / after, min - max (geomean) | decode + prepare, before / after (geomean) "
+          "| bit-exact |", "|---|---|---:|:---:|"]
+    for mode, s in doc["summary"].items():
+        L.append(f"| {mode} | {s['min']:.1f}x - {s['max']:.1f}x ({s['geomean']:.1f}x) | "
+                 f"{s['decode_plus_prepare_geomean']:.2f}x | {'y' if s['bit_exact'] else 'NO'} |")
+    if any("peak_kib" in m for r in doc["rows"] for m in r["modes"].values()):
+        L += ["", "Peak resident growth of one decode + prepare, MiB (after / before / darknet):", ""]
+        for r in doc["rows"]:
+            parts = []
+            for mode, m in r["modes"].items():
+                p = m.get("peak_kib", {})
+                parts.append(f"{mode} " + " / ".join("-" if p.get(k) is None else f"{p[k] / 1024:.0f}"
+                                                      for k in ("after", "before", "darknet")))
+            L.append(f"- {r['image']}: " + "; ".join(parts))
     if doc.get("busy"):
         L += ["", f"warning: the machine was busy before: {', '.join(doc['busy'])} (those timings are suspect)"]
     return "\n".join(L)

@@ -129,3 +129,72 @@ def test_scan_end_search_matches_the_old_pattern(data, pos, block):
     0xFF cut by a block is carried over)."""
     f = io.BytesIO(data)
     assert I._find(f, pos, len(data), I._SCAN_END, block) == I._find(f, pos, len(data), _OLD_SCAN_END, block)
+
+
+# -- decoding threads beside the network ---------------------------------------------------------------------
+
+
+def test_several_decoding_threads_keep_the_order(tmp_path):
+    import threading
+
+    from PIL import Image
+
+    from pydarknet import pipeline
+
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(24):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (9 + i, 13, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    names: set = set()
+
+    def fn(im):
+        names.add(threading.current_thread().name)
+        return letterbox_image(im, 16, 12)
+
+    want = [letterbox_image(to_float_chw(I.decode_rgb8(p)), 16, 12) for p in paths]
+    got = list(pipeline.prepared_images(paths, fn, threads=3))
+    assert [g[1] for g in got] == paths  # in order, whichever thread decoded
+    for (_, _, arr, err), w in zip(got, want):
+        assert err is None
+        _same(arr, w)
+    assert 1 <= len(names) <= 3 and all(n.startswith("pydarknet-decode") for n in names)
+    names.clear()
+    list(pipeline.prepared_images(paths, fn))  # the default: one thread
+    assert len(names) == 1
+
+
+def test_ordered_map_keeps_order_bounds_and_raises_in_place():
+    import threading
+    import time
+
+    from pydarknet import pipeline
+
+    started = []
+
+    def slow_square(x):
+        started.append(x)
+        time.sleep(0.002 * ((7 * x) % 5))  # finish out of order
+        if x == 13:
+            raise ValueError("thirteen")
+        return x * x, threading.current_thread().name
+
+    it = pipeline.ordered_map(slow_square, range(20), threads=3, ahead=4, name="pd-test")
+    got = [next(it) for _ in range(13)]
+    assert [g[0] for g in got] == [x * x for x in range(13)]
+    assert all(g[1].startswith("pd-test") for g in got)
+    assert len(started) <= 13 + 4
+    with pytest.raises(ValueError, match="thirteen"):
+        next(it)
+
+
+def test_inference_calls_policy(monkeypatch):
+    from pydarknet import pipeline
+
+    monkeypatch.setattr(pipeline, "cpu_count", lambda: 2)
+    assert pipeline.default_inference_calls(0.98, workers=0) == 2
+    assert pipeline.default_inference_calls(5.58, workers=0) == 1
+    assert pipeline.default_inference_calls(0.98, workers=2) == 1
+    monkeypatch.setattr(pipeline, "cpu_count", lambda: 1)
+    assert pipeline.default_inference_calls(0.98, workers=0) == 1
