@@ -235,21 +235,13 @@ def _views(spec, resolved):
 
 
 def session_options(threads: int | None = None, *, spinning: bool = False):
-    """ONNX Runtime's CPU session options for inference: all graph optimisations (ORT_ENABLE_EXTENDED, without
-    the NCHWc layouts, ran the int8 models 1.3-1.6x slower here), ``threads`` intra-op threads (default: the
-    cores this process may use), one inter-op thread, and no spinning by default: on a quiet machine it
-    changed nothing measurable, but beside other work (the decoding thread, another process) spinning
-    workers took the cores from it and 2-thread int8 runs took 1.3-1.9x longer."""
-    _, ort = _onnx_modules()
+    """``engines.ort_infer.session_options`` as quantize's sessions use it: ``threads`` (default: the cores
+    this process may use) and no spinning by default (see there)."""
+    from .engines.ort_infer import session_options as options
     from .pipeline import cpu_count
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or cpu_count()
-    options.inter_op_num_threads = 1
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
+    _onnx_modules()
+    return options(threads or cpu_count(), spinning=spinning)
 
 
 def ort_session(model: bytes | str, threads: int | None = None):
@@ -528,7 +520,7 @@ def quantize_model(model, plan, *, images: int = DEFAULT_IMAGES, holdout: int | 
 
     from . import __version__, budget
     from .engines.network import load_network
-    from .onnx import export_onnx
+    from .engines.ort_infer import export_bytes
     from .pipeline import cpu_count, prepared_images
 
     onnx, ort = _onnx_modules()
@@ -579,11 +571,7 @@ def quantize_model(model, plan, *, images: int = DEFAULT_IMAGES, holdout: int | 
                            plan.list_path)
     inputs = inputs[:got]
 
-    with tempfile.TemporaryDirectory(prefix="pydarknet-quantize.") as tmp:
-        fp32_path = os.path.join(tmp, "fp32.onnx")
-        export_onnx(net, fp32_path, batch="dynamic", metadata=model.facts.metadata())
-        with open(fp32_path, "rb") as f:
-            fp32 = f.read()
+    fp32, _ = export_bytes(net, metadata=model.facts.metadata())
     del net
     int8 = quantize_onnx(fp32, inputs, method=method, chunk=calibration_chunk(spec, batch), batch=batch,
                          exclude=float_tail(fp32, spec), progress=progress)

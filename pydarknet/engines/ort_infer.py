@@ -53,6 +53,24 @@ def _ort():
     return onnxruntime
 
 
+def session_options(threads: int | None = None, *, spinning: bool = True):
+    """ONNX Runtime's CPU session options for inference, for every session pydarknet makes: all graph
+    optimisations (ORT_ENABLE_EXTENDED, without the NCHWc layouts, ran the int8 models 1.3-1.6x slower here),
+    ``threads`` intra-op threads (None: ONNX Runtime's default, one per physical core), one inter-op thread;
+    ``spinning=False`` stops idle workers spinning (beside other work, the decoding thread or another process,
+    spinning workers took the cores from it and 2-thread int8 runs took 1.3-1.9x longer; on a quiet machine
+    it changed nothing measurable)."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def _file_identity(path: str) -> list:
     st = os.stat(path)
     return [os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino]
@@ -127,14 +145,14 @@ def _median_ms(fn, x, budget_s: float = 0.6, most: int = 15) -> float:
     return float(np.median(times)) * 1e3
 
 
-def export_bytes(net) -> tuple[bytes, dict]:
-    """``net`` (a ``Network``) as ONNX bytes (pydarknet's checked export, dynamic batch) and the export's
-    report."""
+def export_bytes(net, metadata: dict[str, str] | None = None) -> tuple[bytes, dict]:
+    """``net`` (a ``Network``) as ONNX bytes (pydarknet's checked export, dynamic batch, ``metadata`` added to
+    its metadata_props) and the export's report."""
     from ..onnx import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="pydarknet-export-") as tmp:
         path = os.path.join(tmp, "model.onnx")
-        report = export_onnx(net, path, batch="dynamic")
+        report = export_onnx(net, path, batch="dynamic", metadata=metadata)
         with open(path, "rb") as f:
             return f.read(), report
 
@@ -254,14 +272,10 @@ class OrtEngine:
                 self._models = {(h, w): self._models[(h, w)]}
                 self._sessions = {(h, w): self._sessions[(h, w)]}
             model = self._models[size] = self._resized(*size)
-        ort = _ort()
-        options = ort.SessionOptions()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            options.intra_op_num_threads = int(self.threads)
+        # spinning kept: the fp32 timings (benchmarks/forward.py) were measured with it
+        options = session_options(self.threads, spinning=True)
         try:
-            session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            session = _ort().InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types for a damaged or foreign model
             where = model if isinstance(model, str) else self.spec.path
             raise DarknetError(f"ONNX Runtime cannot load this model: {str(e).splitlines()[0]}", where) from e
@@ -297,4 +311,4 @@ class OrtEngine:
         self._models = {}
 
 
-__all__ = ["CACHE_FORMAT", "EngineCache", "OrtEngine", "build_cache", "cached_model", "export_bytes", "have_onnxruntime"]
+__all__ = ["CACHE_FORMAT", "EngineCache", "OrtEngine", "build_cache", "cached_model", "export_bytes", "session_options", "have_onnxruntime"]
