@@ -236,3 +236,21 @@ def test_cli_engines_print_the_same_predictions(cache, capsys, darknet_files, tm
         assert code == 0, err
         outs[engine] = [line.rsplit(":", 1)[0] for line in out.splitlines()]  # names, not timings
     assert outs["onnxruntime"] == outs["torch"] == outs["numpy"] == outs["auto"]
+
+
+def test_an_uncached_batch_job_exports_once(monkeypatch, tmp_path, darknet_files):
+    """auto's choice builds the export and its timings; opening the engine then reuses them, also where the
+    cache cannot be written."""
+    from pydarknet.engines import ort_infer
+
+    cfg, weights, _ = darknet_files
+    monkeypatch.setenv("PYDARKNET_CACHE", str(tmp_path / "afile"))
+    (tmp_path / "afile").write_text("not a folder")
+    built = []
+    real = ort_infer.build_cache
+    monkeypatch.setattr(ort_infer, "build_cache", lambda *a, **k: built.append(1) or real(*a, **k))
+    spec = pydarknet.load_specs(cfg)
+    kind = choose_engine("auto", images=10**6, device="cpu", has_weights=True, spec=spec, cfg=cfg, weights=weights)
+    if kind == "onnxruntime":
+        open_engine(cfg, weights, engine="onnxruntime")
+    assert built == [1]

@@ -190,13 +190,14 @@ def build_cache(spec: NetSpec, cfg: str | os.PathLike, weights: str | os.PathLik
                    "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     engine.close()
     torch_engine.close()
-    _store(cache, model, timings)
+    if not _store(cache, model, timings):
+        _unstored[:] = [cache.key, (model, timings)]
     return model, timings
 
 
-def _store(cache: EngineCache, model: bytes | None, timings: dict) -> None:
-    """Write a cache entry (the model first, so timings never describe a missing model); a cache that cannot
-    be written is skipped: this process keeps the model in memory."""
+def _store(cache: EngineCache, model: bytes | None, timings: dict) -> bool:
+    """Write a cache entry (the model first, so timings never describe a missing model); False where the
+    cache cannot be written (this process keeps the model in memory)."""
     from ..atomic import atomic_write
 
     try:
@@ -205,13 +206,16 @@ def _store(cache: EngineCache, model: bytes | None, timings: dict) -> None:
             atomic_write(cache.model, model)
         atomic_write(cache.timings, json.dumps(timings, indent=1).encode())
     except (OSError, DarknetError):
-        pass
+        return False
+    return True
 
 
 def cached_model(spec: NetSpec, cfg: str | os.PathLike, weights: str | os.PathLike, *,
                  progress: bool = False) -> tuple[bytes, dict]:
     """The cached (model, timings) of (cfg, weights) at ``spec``'s size, built first if absent."""
     cache = EngineCache.of(spec, weights)
+    if _unstored[0] == cache.key:  # built in this process where the cache could not take it: not again
+        return _unstored[1]
     timings = cache.read_timings()
     if timings is not None and "error" in timings:
         raise DarknetError(f"no onnxruntime engine for these weights: {timings['error']}", spec.path)
@@ -219,6 +223,11 @@ def cached_model(spec: NetSpec, cfg: str | os.PathLike, weights: str | os.PathLi
     if model is None or timings is None:
         return build_cache(spec, cfg, weights, progress=progress)
     return model, timings
+
+
+#: (key, (model, timings)) of the last export this process built and could not cache (a read-only cache):
+#: auto's choice and the engine then share one export
+_unstored: list = [None, None]
 
 
 class OrtEngine:
