@@ -109,8 +109,8 @@ def float_tail(spec: NetSpec) -> int:
     numbers. (With the logits rounded to bf16's 8 bits, outputs within 0.4% of each other became equal and
     the top-5 order changed on 8 of darknet's 30 golden cases; in float32 from there on, on none. That layer
     is a small share of the work: a 1x1 convolution or a connected layer.)"""
-    out = spec.output_index
-    return next((s.index for s in reversed(spec.layers[:out + 1]) if s.layout()), out)
+    last = spec.last_weighted_index
+    return spec.output_index if last is None else last
 
 
 #: layer spec class -> its oneDNN kernel on the CPU (built from the folded layer); other kinds run their

@@ -136,6 +136,13 @@ class NetSpec:
                 return spec.index
         return self.layers[-1].index
 
+    @cached_property
+    def last_weighted_index(self) -> int | None:
+        """The last layer with weights at or before the output layer (the one making the logits of a
+        classifier), or None: where the low-precision engines go back to float."""
+        out = self.output_index
+        return next((s.index for s in reversed(self.layers[:out + 1]) if s.layout()), None)
+
     @property
     def outputs(self) -> int:
         return self.layers[self.output_index].outputs
