@@ -553,10 +553,15 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def _add_fetch_options(p: argparse.ArgumentParser) -> None:
+    """Where a zoo model's weights come from (``_model`` reads them)."""
     p.add_argument("--mirror", action="append", default=[], metavar="URL",
                    help="base URL to fetch zoo weights from before the published one (also $PYDARKNET_MIRROR)")
     p.add_argument("--offline", action="store_true", help="never download; use cached zoo weights only")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    _add_fetch_options(p)
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--engine", choices=("auto", "torch", "onnxruntime", "numpy"), default="auto",
                    help="inference engine (default auto: on the CPU the faster of ONNX Runtime, on the network's "
@@ -797,9 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how an image's class is found for the accuracy: a label in its path or its folder")
     qu.add_argument("--ground-truth", metavar="FILE", help="IMAGE LABEL lines giving each image's class")
     _add_names_option(qu)
-    qu.add_argument("--mirror", action="append", default=[], metavar="URL",
-                    help="base URL to fetch zoo weights from before the published one (also $PYDARKNET_MIRROR)")
-    qu.add_argument("--offline", action="store_true", help="never download; use cached zoo weights only")
+    _add_fetch_options(qu)
     qu.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     qu.epilog = (f"A top-1 agreement under {MIN_TOP1_AGREEMENT:.0%} is reported as a poor int8 model (try "
                  "--precision bf16).")
