@@ -45,8 +45,9 @@ class Classifier:
         self.source = source
         self._engine = None
         self._loaded_version = model.state_version()
-        if precision not in ("fp32", "bf16", "int8"):
-            raise DarknetError(f"unknown precision {precision!r} (known: fp32, bf16, int8)")
+        from .engines import engine_for_precision
+
+        engine_for_precision(precision)
         if precision == "bf16":
             from .engines.torch_infer import bf16_support
 

@@ -85,6 +85,21 @@ def resolve_device(device: str) -> str:
     return name
 
 
+#: the one engine each precision below fp32 runs on
+PRECISION_ENGINE = {"bf16": "torch", "int8": "onnxruntime"}
+
+
+def engine_for_precision(precision: str, engine: str = "auto") -> str | None:
+    """The engine ``precision`` must run on (None: fp32, any engine); a DarknetError where ``engine`` (not
+    "auto") is another."""
+    if precision not in PRECISIONS:
+        raise DarknetError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    wants = PRECISION_ENGINE.get(precision)
+    if wants is not None and engine not in ("auto", wants):
+        raise DarknetError(f"--precision {precision} runs on the {wants} engine, not on {engine}")
+    return wants
+
+
 def choose_engine(engine: str, *, device: str, images: int | None, has_weights: bool, precision: str = "fp32",
                   spec: NetSpec | None = None, cfg: str | os.PathLike | None = None,
                   weights: str | os.PathLike | None = None, progress: bool = False) -> str:
@@ -99,16 +114,12 @@ def choose_engine(engine: str, *, device: str, images: int | None, has_weights: 
     weights made on the fly) PyTorch."""
     if engine not in ENGINES + ("auto",):
         raise DarknetError(f"unknown engine {engine!r} (known: auto, {', '.join(ENGINES)})")
-    if precision not in PRECISIONS:
-        raise DarknetError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
     cpu = str(device).startswith("cpu")
     if engine in ("numpy", "onnxruntime") and not cpu:
         raise DarknetError(f"the {engine} engine runs on the CPU only; use --engine torch for --device {device}")
     if engine in ("numpy", "onnxruntime") and not has_weights:
         raise DarknetError(f"the {engine} engine needs a weights file (random weights are made by PyTorch)")
-    wants = {"bf16": "torch", "int8": "onnxruntime"}.get(precision)
-    if wants is not None and engine not in ("auto", wants):
-        raise DarknetError(f"--precision {precision} runs on the {wants} engine, not on {engine}")
+    wants = engine_for_precision(precision, engine)
     if engine != "auto":
         return engine
     if wants is not None:
@@ -141,8 +152,9 @@ def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None
                 height: int | None = None, threads: int | None = None, progress: bool = False) -> Engine:
     """The network of ``cfg`` with ``weights`` (None: darknet's random initialisation) as an engine of kind
     ``engine`` at ``precision`` (``threads``: the onnxruntime engine's threads; PyTorch's are process-wide)."""
-    if precision not in PRECISIONS:
-        raise DarknetError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if engine not in ENGINES:
+        raise DarknetError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    engine_for_precision(precision, engine)
     if engine in ("numpy", "onnxruntime"):
         from ..specs import load_specs
 
@@ -154,14 +166,10 @@ def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None
         from ..weights import read_weights
         from .numpy_infer import NumpyEngine
 
-        if precision != "fp32":
-            raise DarknetError(f"--precision {precision}: the numpy engine runs fp32")
         return NumpyEngine(spec, read_weights(weights, spec)[1])
     if engine == "onnxruntime":
         from .ort_infer import OrtEngine, cached_model
 
-        if precision == "bf16":
-            raise DarknetError("--precision bf16 runs on the torch engine, not on onnxruntime")
         if precision == "int8":
             from ..quantize import check_int8_artifact, int8_artifact_path
 
@@ -171,10 +179,6 @@ def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None
         model, _ = cached_model(spec, cfg, weights, progress=progress)
         return OrtEngine(spec, model, threads=threads, weights=weights,
                          resized=lambda h, w: cached_model(spec.at_size(w, h), cfg, weights)[0])
-    if engine != "torch":
-        raise DarknetError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
-    if precision == "int8":
-        raise DarknetError("--precision int8 runs on the onnxruntime engine (after pydarknet quantize), not on torch")
     from .network import load_network
     from .torch_infer import TorchEngine
 
@@ -182,4 +186,4 @@ def open_engine(cfg: str | os.PathLike, weights: str | os.PathLike | None = None
     return TorchEngine.from_network(net, device=device, precision=precision)
 
 
-__all__ = ["ENGINES", "PRECISIONS", "TORCH_IMPORT_S", "Engine", "choose_engine", "resolve_device", "first_nonfinite_row", "nonfinite_error", "open_engine"]
+__all__ = ["ENGINES", "PRECISIONS", "PRECISION_ENGINE", "TORCH_IMPORT_S", "engine_for_precision", "Engine", "choose_engine", "resolve_device", "first_nonfinite_row", "nonfinite_error", "open_engine"]
